@@ -1,0 +1,233 @@
+"""The configuration schema and loader: one YAML file, every key declared once.
+
+Each key is declared below with its type, default and a one-line meaning;
+the reference table in docs/configuration.md is generated from this list
+(``sendgate config-doc``), and tests fail when the two differ.  Unknown keys
+and bad values are fatal: ConfigError names the file, the line and the key,
+and every program that reads the file exits 78 (EX_CONFIG) on it.
+
+Keys are named component_feature and reuse Postfix's names where the
+meaning is the same (myhostname, myorigin).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import yaml
+
+DEFAULT_PATH = "/etc/sendgate/sendgate.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the place it was found."""
+
+    def __init__(self, path: str, line: int | None, key: str | None, reason: str):
+        self.path, self.line, self.key, self.reason = path, line, key, reason
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {key}: {reason}" if key else f"{where}: {reason}")
+
+
+# --- value checkers: each takes the YAML value and returns the Python value or
+# raises ValueError with the reason ---------------------------------------------
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _path(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {text!r}")
+    return text
+
+
+def _socket_spec(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith("unix:/"):
+        raise ValueError(f"expected unix:/absolute/path, got {text!r}")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive whole number, got {value!r}")
+    return value
+
+
+def _mode(value: Any) -> int:
+    # YAML reads 0666 as the decimal integer 666 (YAML 1.1 would read it
+    # as octal 438 only with a leading 0o in 1.2); accept only strings.
+    if isinstance(value, str) and len(value) == 4 and all(c in "01234567" for c in value):
+        return int(value, 8)
+    raise ValueError(f'expected a quoted octal file mode such as "0666", got {value!r}')
+
+
+def _enum(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+    check.__doc__ = " | ".join(choices)
+    return check
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _login_map(value: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of login to a list of addresses, got {value!r}")
+    out = {}
+    for login, addrs in value.items():
+        if not isinstance(login, str):
+            raise ValueError(f"expected a login name as key, got {login!r}")
+        if isinstance(addrs, str):
+            addrs = [addrs]
+        out[login] = _str_list(addrs)
+    return out
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    check: Callable[[Any], Any]
+    default: Any
+    doc: str
+    type_doc: str
+
+
+SCHEMA: tuple[Key, ...] = (
+    Key("myhostname", _str, "", "Host name used in greetings and Message-IDs; empty means the system's host name.", "string"),
+    Key("myorigin", _str, "", "Domain appended to unqualified addresses and used for a local user's address; empty means myhostname.", "string"),
+    Key("submit_socket", _path, "/run/sendgate/submit.sock", "Unix socket where sendgate-submitd listens and the sendmail command connects.", "path"),
+    Key("submit_socket_mode", _mode, 0o666, "File mode of submit_socket; 0666 lets every local user submit.", "octal mode"),
+    Key("submit_user", _str, "sendgate", "Account sendgate-submitd runs as after binding its socket; its groups must reach submit_upstream.", "login"),
+    Key("submit_upstream", _socket_spec, "unix:/var/spool/postfix/public/sendgate", "The MTA's dedicated submission service, reachable only by submit_user.", "unix:path"),
+    Key("submit_upstream_protocol", _enum("xclient"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=).", "xclient"),
+    Key("submit_upstream_timeout", _positive_int, 300, "Seconds to wait for each reply of the MTA (end of data included).", "seconds"),
+    Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds"),
+    Key("submit_message_size_limit", _positive_int, 10240000, "Largest message accepted, in bytes; SIZE advertises the smaller of this and the MTA's.", "bytes"),
+    Key("submit_recipient_limit", _positive_int, 1000, "Most recipients in one message, from RCPT and from the header together.", "count"),
+    Key("milter_socket", _socket_spec, "unix:/run/sendgate/milter.sock", "Unix socket where sendgate-milter listens for the MTA.", "unix:path"),
+    Key("milter_socket_group", _str, "postfix", "Group given access to milter_socket (the MTA's account).", "group"),
+    Key("milter_user", _str, "sendgate", "Account sendgate-milter runs as.", "login"),
+    Key("milter_local_daemon_name", _str, "sendgate-local", "The {daemon_name} of the MTA service fed by sendgate-submitd.", "string"),
+    Key("fixup_date", _bool, True, "Add Date: to submitted mail that has none (Resent-Date: when resent).", "boolean"),
+    Key("fixup_message_id", _bool, True, "Add Message-ID: to submitted mail that has none (Resent-Message-ID: when resent).", "boolean"),
+    Key("fixup_from", _bool, True, "Add From: with the user's address to submitted mail that has none.", "boolean"),
+    Key("fixup_sender", _bool, True, "Add Sender: when the user is not the single From: mailbox, replacing a Sender: that is not the user.", "boolean"),
+    Key("sender_login_maps", _login_map, {}, "Addresses each login may send as (exact, *@domain, login+*@domain); a login not listed may use login@myorigin.", "login: [address, ...]"),
+    Key("sender_trusted_users", _str_list, (), "Logins that may use any envelope sender and any From:.", "list of logins"),
+    Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
+)
+
+KEYS = {k.name: k for k in SCHEMA}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings; attribute names are the keys."""
+
+    values: dict
+    path: str
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def hostname(self) -> str:
+        return self.values["myhostname"] or socket.gethostname()
+
+    @property
+    def domain(self) -> str:
+        return self.values["myorigin"] or self.hostname
+
+
+def defaults() -> dict:
+    return {k.name: k.default for k in SCHEMA}
+
+
+def parse(text: str, path: str) -> Config:
+    """Validate YAML text; raise ConfigError naming path, line and key."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(path, line, None, f"not valid YAML: {getattr(err, 'problem', err)}") from None
+    values = defaults()
+    if root is None:
+        return Config(values, path)
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(path, root.start_mark.line + 1, None, "expected a mapping of key: value")
+    constructor = yaml.SafeLoader("")
+    seen: dict[str, int] = {}
+    for key_node, value_node in root.value:
+        line = key_node.start_mark.line + 1
+        name = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+        if name not in KEYS:
+            raise ConfigError(path, line, name, "unknown key")
+        if name in seen:
+            raise ConfigError(path, line, name, f"duplicate key (first set on line {seen[name]})")
+        seen[name] = line
+        raw = constructor.construct_object(value_node, deep=True)
+        try:
+            values[name] = KEYS[name].check(raw)
+        except ValueError as err:
+            raise ConfigError(path, value_node.start_mark.line + 1, name, str(err)) from None
+    return Config(values, path)
+
+
+def load(path: str = DEFAULT_PATH) -> Config:
+    try:
+        with open(path, encoding="utf-8") as fp:
+            text = fp.read()
+    except OSError as err:
+        raise ConfigError(path, None, None, f"cannot read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, None, "not valid UTF-8") from None
+    return parse(text, path)
+
+
+def render(values: dict) -> str:
+    """YAML text for the given keys, in schema order (used by `stack up`)."""
+    lines = []
+    for key in SCHEMA:
+        if key.name not in values:
+            continue
+        value = values[key.name]
+        if key.check is _mode:
+            value = format(value, "04o")
+        lines.append(yaml.safe_dump({key.name: value}, default_flow_style=False, sort_keys=False).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def reference_markdown() -> str:
+    """The configuration reference, generated from SCHEMA."""
+    out = ["# sendgate.yaml reference", "",
+           "Generated from `sendgate/config.py` by `sendgate config-doc`; do not edit by hand.", "",
+           "| key | type | default | meaning |", "|---|---|---|---|"]
+    for key in SCHEMA:
+        default = key.default
+        if key.check is _mode:
+            default = format(default, "04o")
+        shown = "(empty)" if default in ("", (), {}) else f"`{default}`"
+        out.append(f"| `{key.name}` | {key.type_doc} | {shown} | {key.doc} |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,131 @@
+"""What every sendgate daemon does the same way: options, configuration,
+logging, and the privilege steps.
+
+The privilege sequence is fixed and runs at the top of each daemon's main():
+bind the listening socket while still root, drop to the service user with
+drop_privileges(), which verifies the result with os.getresuid(), and only
+then read anything a client sends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import logging
+import logging.handlers
+import os
+import pwd
+import sys
+
+from sendgate import config
+
+EX_USAGE = 64
+EX_SOFTWARE = 70
+EX_OSERR = 71
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+def argument_parser(program: str, manual: str) -> argparse.ArgumentParser:
+    """An option parser whose --help prints the program's manual page."""
+    parser = argparse.ArgumentParser(
+        prog=program, description=manual, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=f"{program} [--config FILE] [--foreground]")
+    parser.add_argument("--config", "-c", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH),
+                        help="configuration file (default: $SENDGATE_CONFIG or %(default)s)")
+    return parser
+
+
+def load_config_or_exit(program: str, path: str) -> config.Config:
+    try:
+        return config.load(path)
+    except config.ConfigError as err:
+        print(f"{program}: fatal: {err}", file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+
+
+class _PostfixFormatter(logging.Formatter):
+    """program[pid]: [severity: ]message, as Postfix writes its log lines."""
+
+    def __init__(self, program: str, with_time: bool):
+        super().__init__()
+        self.program = program
+        self.with_time = with_time
+
+    def format(self, record: logging.LogRecord) -> str:
+        severity = {logging.WARNING: "warning: ", logging.ERROR: "error: ",
+                    logging.CRITICAL: "fatal: "}.get(record.levelno, "")
+        line = f"{self.program}[{os.getpid()}]: {severity}{record.getMessage()}"
+        if record.exc_info and record.levelno >= logging.ERROR:
+            line += " (" + self.formatException(record.exc_info).splitlines()[-1] + ")"
+        if self.with_time:
+            line = self.formatTime(record, "%b %d %H:%M:%S") + " " + line
+        return line
+
+
+def setup_logging(program: str, destination: str) -> logging.Logger:
+    """Log to syslog (facility mail) or to stderr; syslog falls back to
+    stderr when there is no /dev/log, with a warning saying so."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    fallback = False
+    if destination == "syslog":
+        try:
+            handler: logging.Handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL)
+            handler.setFormatter(_PostfixFormatter(program, with_time=False))
+        except OSError:
+            fallback = True
+    if destination != "syslog" or fallback:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_PostfixFormatter(program, with_time=True))
+    root.addHandler(handler)
+    log = logging.getLogger(program)
+    if fallback:
+        log.warning("no syslog socket /dev/log: logging to stderr")
+    return log
+
+
+def drop_privileges(user: str, log: logging.Logger) -> None:
+    """Become user (with its groups from /etc/group) and verify it stuck.
+
+    Refuses to go on as root: a daemon that cannot drop privileges exits.
+    When not started as root, the process must already be that user.
+    """
+    entry = pwd.getpwuid(user_id(user, log))
+    if entry.pw_uid == 0:
+        log.critical("service user %r is root: refusing to run as root", user)
+        raise SystemExit(EX_CONFIG)
+    if os.geteuid() == 0:
+        os.initgroups(user, entry.pw_gid)
+        os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
+        os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
+    if os.getresuid() != (entry.pw_uid,) * 3 or os.getresgid() != (entry.pw_gid,) * 3:
+        log.critical("running as uid %s, not as service user %s (uid %d): start as root or as that user",
+                     os.getresuid(), user, entry.pw_uid)
+        raise SystemExit(EX_NOPERM)
+    groups = ",".join(grp.getgrgid(g).gr_name for g in os.getgroups())
+    log.info("running as %s (uid=%d gid=%d groups=%s)", user, entry.pw_uid, entry.pw_gid, groups)
+
+
+def user_id(name: str, log: logging.Logger) -> int:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        log.critical("service user %r does not exist", name)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def group_id(name: str, log: logging.Logger) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        log.critical("group %r does not exist", name)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def quote(value: str, limit: int = 200) -> str:
+    """An untrusted value for a log line: printable, cut at limit."""
+    text = value if len(value) <= limit else value[:limit] + "..."
+    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", "\\r").replace("\n", "\\n")

@@ -1,0 +1,121 @@
+"""The pymilter adapter: callbacks collect, end-of-message decides, edits apply.
+
+One PolicyMilter instance serves one MTA connection; per-message state is
+reset at MAIL FROM and on abort.  The callbacks before end-of-message never
+reject, so they are negotiated as no-reply steps and cost the MTA no round
+trip.  At end-of-message one pure policy call decides and apply_edits turns its
+Edits into libmilter actions.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+import uuid
+from dataclasses import dataclass
+from email.utils import formatdate
+
+import Milter
+
+from sendgate.daemon import quote
+from sendgate.policy import fixups
+from sendgate.policy.identity import Mode, Principal, mode_for
+from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
+from sendgate.policy.sender import SenderRules, check_envelope_sender, default_address
+
+log = logging.getLogger("sendgate/milter")
+
+
+@dataclass(frozen=True)
+class MilterSettings:
+    fixups: fixups.FixupSettings
+    rules: SenderRules
+
+
+def full_name(login: str) -> str:
+    """The GECOS full name of a local login, '' for SASL-only users."""
+    try:
+        gecos = pwd.getpwnam(login).pw_gecos
+    except KeyError:
+        return ""
+    name = gecos.split(",", 1)[0]
+    return name.replace("&", login.capitalize())
+
+
+def new_stamp() -> fixups.Stamp:
+    return fixups.Stamp(date=formatdate(localtime=True), unique=uuid.uuid4().hex)
+
+
+class PolicyMilter(Milter.Base):
+    settings: MilterSettings  # set once by main() before the milter starts
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.mail_from = ""
+        self.login: str | None = None
+        self.fields: list[Field] = []
+        self.nrcpt = 0
+
+    @Milter.noreply
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self.reset()
+        self.mail_from = mailfrom[1:-1] if mailfrom.startswith("<") and mailfrom.endswith(">") else mailfrom
+        self.login = self.getsymval("{auth_authen}") or None
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def envrcpt(self, to: str, *params: str) -> int:
+        self.nrcpt += 1
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def header(self, name: str, value: str) -> int:
+        self.fields.append(Field(name, value))
+        return Milter.CONTINUE
+
+    def eom(self) -> int:
+        qid = self.getsymval("i") or "NOQUEUE"
+        mode = mode_for(self.login)
+        facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
+        if mode is Mode.RELAY:
+            log.info("%s: relay: %s: no fix-ups", qid, facts)
+            return Milter.CONTINUE
+        login = self.login or ""
+        rules = self.settings.rules
+        refusal = check_envelope_sender(login, self.mail_from, rules)
+        if refusal is not None:
+            log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, refusal)
+            self.setreply(str(refusal.code), refusal.enhanced, refusal.text.replace("%", "%%"))
+            return Milter.REJECT
+        principal = Principal(login, default_address(login, rules), full_name(login))
+        edits = fixups.submission_fixups(self.fields, principal, self.settings.fixups, new_stamp())
+        self.apply(edits)
+        changed = ",".join(describe(e) for e in edits) or "none"
+        log.info("%s: submission: login=%s %s fixups=%s: accepted", qid, quote(login), facts, changed)
+        return Milter.CONTINUE
+
+    def abort(self) -> int:
+        self.reset()
+        return Milter.CONTINUE
+
+    def apply(self, edits: list[Edit]) -> None:
+        inserted = 0
+        for edit in edits:
+            if isinstance(edit, AddHeader) and edit.index is None:
+                self.addheader(edit.name, edit.value)
+            elif isinstance(edit, AddHeader):
+                # Postfix counts insert positions after its own Received:
+                # (index 0 would go above it, 1 below it); keep our fields in
+                # the order the policy gave them.
+                inserted += 1
+                self.addheader(edit.name, edit.value, edit.index + inserted)
+            elif isinstance(edit, ChangeHeader):
+                self.chgheader(edit.name, edit.occurrence, edit.value)
+
+
+def describe(edit: Edit) -> str:
+    if isinstance(edit, AddHeader):
+        return f"+{edit.name}"
+    return f"-{edit.name}" if not edit.value else f"~{edit.name}"

@@ -1,0 +1,164 @@
+"""The MTA side of a submit session: a small SMTP client over a unix socket.
+
+Lock-step, one reply per command, replies kept whole (code and every line) so
+they can be relayed to our client exactly as the MTA wrote them.  Each read is
+bounded in time (submit_upstream_timeout), line length and line count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sendgate.smtpwire import dot_stuff, xtext
+
+MAX_REPLY_LINE = 4096
+MAX_REPLY_LINES = 100
+
+
+class UpstreamError(Exception):
+    """The MTA connection failed, closed, timed out, or spoke nonsense."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+
+    def __str__(self) -> str:
+        """The reply as our client should see it (push() adds the last CRLF)."""
+        last = len(self.lines) - 1
+        return "\r\n".join(f"{self.code}{' ' if i == last else '-'}{line}"
+                           for i, line in enumerate(self.lines))
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    size: int | None = None     # None: the MTA advertised no limit
+    eightbit: bool = False
+    smtputf8: bool = False
+    dsn: bool = False
+    xclient: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_ehlo(cls, reply: Reply) -> "Capabilities":
+        size, eightbit, smtputf8, dsn, xclient = None, False, False, False, frozenset()
+        for line in reply.lines[1:]:
+            word, _, rest = line.partition(" ")
+            word = word.upper()
+            if word == "SIZE" and rest.strip().isdigit():
+                size = int(rest) or None
+            elif word == "8BITMIME":
+                eightbit = True
+            elif word == "SMTPUTF8":
+                smtputf8 = True
+            elif word == "DSN":
+                dsn = True
+            elif word == "XCLIENT":
+                xclient = frozenset(rest.upper().split())
+        return cls(size, eightbit, smtputf8, dsn, xclient)
+
+
+class Upstream:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
+        self.reader, self.writer, self.timeout = reader, writer, timeout
+        self.capabilities = Capabilities()
+
+    @classmethod
+    async def connect(cls, path: str, timeout: float) -> "Upstream":
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(path, limit=MAX_REPLY_LINE), timeout)
+        except (OSError, asyncio.TimeoutError) as err:
+            raise UpstreamError(f"connect to {path}: {getattr(err, 'strerror', None) or 'timed out'}") from None
+        return cls(reader, writer, timeout)
+
+    async def reply(self) -> Reply:
+        lines: list[str] = []
+        code = None
+        try:
+            while True:
+                raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), self.timeout)
+                line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+                if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
+                    raise UpstreamError(f"malformed reply {line[:80]!r}")
+                if code is not None and int(line[:3]) != code:
+                    raise UpstreamError("reply code changed within a multi-line reply")
+                code = int(line[:3])
+                lines.append(line[4:])
+                if len(line) == 3 or line[3] == " ":
+                    return Reply(code, tuple(lines))
+                if len(lines) >= MAX_REPLY_LINES:
+                    raise UpstreamError("reply has too many lines")
+        except asyncio.TimeoutError:
+            raise UpstreamError("timed out waiting for a reply") from None
+        except asyncio.IncompleteReadError:
+            raise UpstreamError("connection closed by the mail system") from None
+        except asyncio.LimitOverrunError:
+            raise UpstreamError("reply line too long") from None
+        except OSError as err:
+            raise UpstreamError(f"read: {err.strerror}") from None
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamError("timed out sending") from None
+        except OSError as err:
+            raise UpstreamError(f"write: {err.strerror or err}") from None
+
+    async def command(self, line: str) -> Reply:
+        await self.send(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        return await self.reply()
+
+    async def message(self, content: bytes) -> Reply:
+        """Send the message after a 354, with transparency, and read the verdict."""
+        await self.send(dot_stuff(content) + b".\r\n")
+        return await self.reply()
+
+    async def ehlo(self, helo: str) -> Reply:
+        reply = await self.command(f"EHLO {helo}")
+        if reply.code == 250:
+            self.capabilities = Capabilities.from_ehlo(reply)
+        return reply
+
+    async def handshake(self, helo: str, login: str) -> Reply | None:
+        """Greeting, EHLO, XCLIENT LOGIN=, EHLO again (XCLIENT restarts the
+        session).  None when the session is ready, else the MTA's refusal."""
+        greeting = await self.reply()
+        if greeting.code != 220:
+            return greeting
+        reply = await self.ehlo(helo)
+        if reply.code != 250:
+            return reply
+        if "LOGIN" not in self.capabilities.xclient:
+            raise UpstreamError("the mail system does not offer XCLIENT LOGIN to sendgate "
+                                "(check smtpd_authorized_xclient_hosts on its sendgate service)")
+        reply = await self.command(f"XCLIENT LOGIN={xtext(login)}")
+        if reply.code != 220:
+            return reply
+        reply = await self.ehlo(helo)
+        return None if reply.code == 250 else reply
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:  # closing an already broken socket: nothing left to do
+            pass
+
+    def quit(self) -> None:
+        """Say QUIT and go, without waiting for the 221."""
+        try:
+            self.writer.write(b"QUIT\r\n")
+        except OSError:
+            pass
+        self.close()
