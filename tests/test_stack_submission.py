@@ -1,0 +1,100 @@
+"""End to end: an unprivileged user runs sendgate-sendmail, Postfix delivers.
+
+Each case submits one message through the real stack (sendmail command ->
+submit socket -> Postfix smtpd with XCLIENT LOGIN -> sendgate milter ->
+virtual(8) -> Maildir) and asserts on the delivered copy and Postfix's log.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DOMAIN, delivered, postfix_log_lines, queue_id, sendmail, unique_marker
+
+FULL_NAME = "sendgate test user {user}"
+ME = f"{FULL_NAME} <{{user}}@{DOMAIN}>"
+
+
+def case(id, message, want, args=("-t", "-i"), user="sgtest1", copies=1):
+    return pytest.param(dict(message=message, args=list(args), user=user, copies=copies), want, id=id)
+
+
+CASES = [
+    case("bare-message-gets-date-message-id-and-from",
+         "To: bob@example.net\nSubject: {m}\n\nhello\n",
+         {"From": ME, "Sender": None, "To": "bob@example.net", "X-Original-To": ["bob@example.net"],
+          "added": {"Date", "Message-ID", "From"}}),
+    case("complete-message-is-left-alone",
+         "Date: Mon, 30 Nov 2026 10:00:00 +0000\nMessage-ID: <fixed.{m}@client.example>\n"
+         "From: sgtest1@example.org\nTo: bob@example.net\nSubject: {m}\n\nhello\n",
+         {"From": "sgtest1@example.org", "Sender": None, "Date": "Mon, 30 Nov 2026 10:00:00 +0000",
+          "Message-ID": "<fixed.{m}@client.example>", "added": set()}),
+    case("foreign-from-gets-sender",
+         "From: Carol <carol@example.net>\nTo: bob@example.net\nSubject: {m}\n\nhello\n",
+         {"From": "Carol <carol@example.net>", "Sender": ME, "added": {"Date", "Message-ID", "Sender"}}),
+    case("several-from-mailboxes-get-sender",
+         "From: sgtest1@example.org, carol@example.net\nTo: bob@example.net\nSubject: {m}\n\nhello\n",
+         {"From": "sgtest1@example.org, carol@example.net", "Sender": ME}),
+    case("forged-sender-is-removed",
+         "From: sgtest1@example.org\nSender: root@example.org\nTo: bob@example.net\nSubject: {m}\n\nhi\n",
+         {"From": "sgtest1@example.org", "Sender": None}),
+    case("forged-sender-is-replaced",
+         "From: carol@example.net\nSender: root@example.org\nTo: bob@example.net\nSubject: {m}\n\nhi\n",
+         {"From": "carol@example.net", "Sender": ME}),
+    case("argv-recipients-without-t",
+         "Subject: {m}\n\nhello\n",
+         {"X-Original-To": ["a@example.net", "b@example.net"], "To": None},
+         args=["-i", "a@example.net,b@example.net"], copies=2),
+    case("bcc-recipients-get-a-copy-without-bcc",
+         "To: bob@example.net\nBcc: hidden@example.net\nSubject: {m}\n\nhello\n",
+         {"X-Original-To": ["bob@example.net", "hidden@example.net"], "Bcc": None}, copies=2),
+    case("crlf-input-like-php",
+         "To: bob@example.net\r\nSubject: {m}\r\n\r\nline one\r\nline two\r\n",
+         {"body": b"line one\nline two\n"}),
+    case("second-user-is-itself",
+         "To: bob@example.net\nSubject: {m}\n\nhello\n",
+         {"From": ME, "login": "sgtest2"}, user="sgtest2"),
+    case("unqualified-f-is-qualified",
+         "To: bob@example.net\nSubject: {m}\n\nhello\n",
+         {"From": ME}, args=["-t", "-i", "-f", "sgtest1"]),
+]
+
+
+@pytest.mark.parametrize("given,want", CASES)
+def test_submission_through_postfix(stack, request, given, want):
+    m = unique_marker(request)
+    user = given["user"]
+    message = given["message"].replace("{m}", m).encode()
+    result = sendmail(stack, user, given["args"], message)
+    assert (result.returncode, result.stderr) == (0, b"")
+
+    copies = delivered(stack, m, count=given["copies"])
+    assert len(copies) == given["copies"]
+    fill = lambda v: v.replace("{user}", user).replace("{m}", m) if isinstance(v, str) else v  # noqa: E731
+    assert sorted(c.one("X-Original-To") for c in copies) == want.get("X-Original-To", [c.one("X-Original-To") for c in copies])
+    for item in copies:
+        assert item.one("Return-Path") == f"<{user}@{DOMAIN}>"
+        for name in ("From", "Sender", "To", "Date", "Message-ID", "Bcc"):
+            if name in want:
+                expected = fill(want[name])
+                assert item.all(name) == ([] if expected is None else [expected]), name
+        if "added" in want:
+            original = {line.split(":", 1)[0] for line in given["message"].splitlines() if ":" in line}
+            present = {n for n in ("Date", "Message-ID", "From", "Sender") if item.all(n)}
+            assert present - original == want["added"]
+        if "body" in want:
+            assert item.raw.split(b"\n\n", 1)[1] == want["body"]
+        assert item.one("Message-ID").startswith("<") and item.one("Date")
+        login = want.get("login", user)
+        assert any(f"sasl_method=XCLIENT, sasl_username={login}" in line
+                   for line in postfix_log_lines(stack, queue_id(item)))
+
+
+def test_message_id_is_unique(stack, request):
+    m = unique_marker(request)
+    for _ in range(3):
+        result = sendmail(stack, "sgtest1", ["-t", "-i"], f"To: bob@example.net\nSubject: {m}\n\nx\n".encode())
+        assert result.returncode == 0
+    ids = {c.one("Message-ID") for c in delivered(stack, m, count=3)}
+    assert len(ids) == 3
+    assert all(i.endswith(f"@mail.{DOMAIN}>") for i in ids)
