@@ -66,11 +66,11 @@ def _positive_int(value: Any) -> int:
 
 
 def _mode(value: Any) -> int:
-    # YAML reads 0666 as the decimal integer 666 (YAML 1.1 would read it
-    # as octal 438 only with a leading 0o in 1.2); accept only strings.
-    if isinstance(value, str) and len(value) == 4 and all(c in "01234567" for c in value):
+    # parse() hands this check the scalar as written: YAML 1.1 reads 0666
+    # as octal but 666 as decimal, and a mode is clearer kept as text.
+    if isinstance(value, str) and len(value) == 4 and value[0] == "0" and all(c in "01234567" for c in value):
         return int(value, 8)
-    raise ValueError(f'expected a quoted octal file mode such as "0666", got {value!r}')
+    raise ValueError(f"expected an octal file mode such as 0666, got {value!r}")
 
 
 def _enum(*choices: str) -> Callable[[Any], str]:
@@ -187,7 +187,10 @@ def parse(text: str, path: str) -> Config:
         if name in seen:
             raise ConfigError(path, line, name, f"duplicate key (first set on line {seen[name]})")
         seen[name] = line
-        raw = constructor.construct_object(value_node, deep=True)
+        if KEYS[name].check is _mode and isinstance(value_node, yaml.ScalarNode):
+            raw = value_node.value
+        else:
+            raw = constructor.construct_object(value_node, deep=True)
         try:
             values[name] = KEYS[name].check(raw)
         except ValueError as err:

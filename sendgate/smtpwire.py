@@ -10,6 +10,7 @@ import re
 
 _PARAM_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 class SyntaxProblem(ValueError):
@@ -58,7 +59,8 @@ def parse_path_argument(arg: str, keyword: str) -> tuple[str, list[str]]:
         _, colon, path = path.partition(":")
         if not colon:
             raise SyntaxProblem("bad source route")
-    if "<" in path or ">" in path or (path.count("@") > 1 and '"' not in path):
+    bare = _QUOTED.sub("", path)
+    if "<" in bare or ">" in bare or bare.count("@") > 1:
         raise SyntaxProblem("bad address syntax")
     params = tail.split()
     for p in params:

@@ -344,8 +344,8 @@ def status_for(code: int, text: str) -> int:
     return EX_UNAVAILABLE
 
 
-def send(opts: Options, message: bytes, recipients: list[str]) -> str:
-    client = Client(socket_path(), opts.verbose)
+def send(opts: Options, path: str, message: bytes, recipients: list[str]) -> str:
+    client = Client(path, opts.verbose)
     try:
         code, text = client.reply()
         if code != 220:
@@ -466,9 +466,10 @@ def run(argv: list[str]) -> int:
     recipients = split_recipients(opts.recipients)
     if not recipients and not opts.extract:
         raise usage("no recipients given (use -t to take them from the header)")
+    path = socket_path()
     message = read_message(sys.stdin.buffer, opts.ignore_dots)
     try:
-        send(opts, message, recipients)
+        send(opts, path, message, recipients)
     except Failure as failure:
         saved = save_dead_letter(message, opts, recipients)
         note = f"; message saved in {saved}" if saved else "; the message could not be saved"

@@ -1,0 +1,88 @@
+"""sendmail(1) command lines as real callers write them."""
+
+from __future__ import annotations
+
+import pytest
+
+from sendgate.sendmail_shim.main import Failure, cut_at_dot, parse_args, split_recipients, status_for
+
+
+def parsed(argv):
+    o = parse_args(argv)
+    return {k: v for k, v in vars(o).items() if v not in (None, False, [], "m")}
+
+
+@pytest.mark.parametrize("argv,want", [
+    pytest.param(["sendmail", "-FCronDaemon", "-i", "-odi", "-oem", "-oi", "-t", "-f", "root"],
+                 {"full_name": "CronDaemon", "ignore_dots": True, "extract": True, "sender": "root"}, id="cronie"),
+    pytest.param(["sendmail", "-FCronDaemon", "-i", "-B8BITMIME", "-oem", "a@x,b@y"],
+                 {"full_name": "CronDaemon", "ignore_dots": True, "body": "8BITMIME", "recipients": ["a@x,b@y"]},
+                 id="debian-cron"),
+    pytest.param(["sendmail", "-t", "-i"], {"extract": True, "ignore_dots": True}, id="php"),
+    pytest.param(["sendmail", "-ti"], {"extract": True, "ignore_dots": True}, id="clustered"),
+    pytest.param(["sendmail", "-it"], {"extract": True, "ignore_dots": True}, id="clustered-reversed"),
+    pytest.param(["sendmail", "-oem", "-oi", "-B", "8BITMIME", "-f", "me@x", "-N", "delay,failure", "-R", "hdrs",
+                  "--", "-dash@x", "b@y"],
+                 {"ignore_dots": True, "body": "8BITMIME", "sender": "me@x", "notify": "DELAY,FAILURE", "ret": "HDRS",
+                  "recipients": ["-dash@x", "b@y"]}, id="mutt"),
+    pytest.param(["send-mail", "-i", "user"], {"ignore_dots": True, "recipients": ["user"]}, id="bsd-mail-argv0"),
+    pytest.param(["sendmail", "a@x", "-i"], {"ignore_dots": True, "recipients": ["a@x"]}, id="option-after-recipient"),
+    pytest.param(["sendmail", "-f", "<>", "-i", "a@x"], {"sender": "", "ignore_dots": True, "recipients": ["a@x"]},
+                 id="null-sender"),
+    pytest.param(["sendmail", "-f<me@x>", "a@x"], {"sender": "me@x", "recipients": ["a@x"]}, id="bracketed-joined"),
+    pytest.param(["sendmail", "-bs"], {"mode": "s"}, id="smtp-mode"),
+    pytest.param(["sendmail", "-V", "env1", "-U", "-v", "a@x"], {"envid": "env1", "smtputf8": True, "verbose": True,
+                                                                  "recipients": ["a@x"]}, id="envid-utf8-verbose"),
+    pytest.param(["sendmail", "-Am", "-C/x", "-G", "-L", "tag", "-O", "a=b", "-X", "/log", "-h", "5", "-n", "-m",
+                  "-x", "-c", "-om", "-odb", "-ep", "a@x"], {"recipients": ["a@x"]}, id="ignored-options"),
+    pytest.param(["mailq"], {"mode": "p"}, id="mailq-argv0"),
+    pytest.param(["newaliases"], {"mode": "i"}, id="newaliases-argv0"),
+    pytest.param(["sendmail", "-q"], {"mode": "q"}, id="queue-run"),
+])
+def test_parse_args(argv, want):
+    assert parsed(argv) == want
+
+
+@pytest.mark.parametrize("argv,why", [
+    pytest.param(["sendmail", "-Z"], "usage: unknown option -Z", id="unknown"),
+    pytest.param(["sendmail", "-f"], "usage: option -f needs an argument", id="missing-argument"),
+    pytest.param(["sendmail", "-b"], "usage: -b needs a mode letter", id="bare-b"),
+    pytest.param(["sendmail", "-bd"], "usage: -bd is not supported", id="daemon-mode"),
+    pytest.param(["sendmail", "-R", "all"], "usage: bad -R value 'all': use full or hdrs", id="bad-ret"),
+    pytest.param(["sendmail", "-B", "BINARYMIME"], "usage: bad -B value 'BINARYMIME': use 7BIT or 8BITMIME",
+                 id="bad-body"),
+])
+def test_parse_args_refuses(argv, why):
+    with pytest.raises(Failure) as err:
+        parse_args(argv)
+    assert (err.value.status, str(err.value)) == (64, why)
+
+
+@pytest.mark.parametrize("words,want", [
+    pytest.param(["a@x,b@y"], ["a@x", "b@y"], id="comma-list"),
+    pytest.param(['"Doe, J" <j@x>, k@y'], ["j@x", "k@y"], id="name-with-comma"),
+    pytest.param(["Bob <bob@x>"], ["bob@x"], id="name-addr"),
+    pytest.param(["root", " , "], ["root"], id="bare-login"),
+])
+def test_split_recipients(words, want):
+    assert split_recipients(words) == want
+
+
+@pytest.mark.parametrize("data,want", [
+    pytest.param(b"a\n.\nb\n", b"a\n", id="lf"),
+    pytest.param(b"a\r\n.\r\nb", b"a\r\n", id="crlf"),
+    pytest.param(b".\n", b"", id="first-line"),
+    pytest.param(b"a\n..\nb\n", b"a\n..\nb\n", id="double-dot-is-text"),
+    pytest.param(b"a\n. \n", b"a\n. \n", id="dot-space-is-text"),
+    pytest.param(b"a\n.", b"a\n", id="dot-at-eof"),
+])
+def test_cut_at_dot(data, want):
+    assert cut_at_dot(data) == want
+
+
+@pytest.mark.parametrize("code,text,want", [
+    (421, "4.3.0 down", 75), (451, "4.4.2 lost", 75), (553, "5.7.1 not owned", 77), (550, "5.1.1 no such user", 67),
+    (554, "5.6.0 To: bad", 65), (552, "5.3.4 too big", 65), (554, "5.0.0 other", 69), (0, "", 75),
+])
+def test_status_for(code, text, want):
+    assert status_for(code, text) == want
