@@ -130,8 +130,13 @@ SCHEMA: tuple[Key, ...] = (
     Key("fixup_message_id", _bool, True, "Add Message-ID: to submitted mail that has none (Resent-Message-ID: when resent).", "boolean"),
     Key("fixup_from", _bool, True, "Add From: with the user's address to submitted mail that has none.", "boolean"),
     Key("fixup_sender", _bool, True, "Add Sender: when the user is not the single From: mailbox, replacing a Sender: that is not the user.", "boolean"),
+    Key("fixup_qualify", _bool, True, "Append @myorigin to addresses without a domain in From:, To:, Cc:, Sender:, Reply-To: and their Resent- forms.", "boolean"),
+    Key("fixup_bcc", _bool, True, "Remove Bcc: (Resent-Bcc: of the newest block when resent) from submitted mail.", "boolean"),
     Key("sender_login_maps", _login_map, {}, "Addresses each login may send as (exact, *@domain, login+*@domain); a login not listed may use login@myorigin.", "login: [address, ...]"),
     Key("sender_trusted_users", _str_list, (), "Logins that may use any envelope sender and any From:.", "list of logins"),
+    Key("sender_mismatch_action", _enum("reject", "rewrite", "sender"), "reject", "An envelope sender the user does not own: reject it (553), rewrite it to the user's address, or accept it and name the user in Sender:.", "reject | rewrite | sender"),
+    Key("from_mismatch_action", _enum("sender", "reject"), "sender", "A From: mailbox the user does not own: accept and add Sender: (RFC 6409 §8.1), or reject the message (550).", "sender | reject"),
+    Key("sender_allow_null", _bool, True, "Whether users may submit with the null envelope sender <> (bounces, vacation replies).", "boolean"),
     Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
 )
 
@@ -158,6 +163,19 @@ class Config:
     @property
     def domain(self) -> str:
         return self.values["myorigin"] or self.hostname
+
+    def sender_rules(self):
+        from sendgate.policy.sender import Mismatch, SenderRules
+        return SenderRules(domain=self.domain, login_maps=self.sender_login_maps,
+                           trusted=frozenset(self.sender_trusted_users), allow_null_sender=self.sender_allow_null,
+                           envelope_mismatch=Mismatch(self.sender_mismatch_action),
+                           from_mismatch=Mismatch(self.from_mismatch_action))
+
+    def fixup_settings(self):
+        from sendgate.policy.fixups import FixupSettings
+        return FixupSettings(hostname=self.hostname, domain=self.domain, add_date=self.fixup_date,
+                             add_message_id=self.fixup_message_id, add_from=self.fixup_from,
+                             set_sender=self.fixup_sender, qualify=self.fixup_qualify, remove_bcc=self.fixup_bcc)
 
 
 def defaults() -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -10,7 +12,7 @@ from sendgate.policy.identity import Principal
 from sendgate.policy.message import AddHeader, ChangeHeader, Field, apply_edits, split_message
 
 ALICE = Principal("alice", "alice@example.org", "Alice Example")
-SETTINGS = FixupSettings(hostname="mail.example.org")
+SETTINGS = FixupSettings(hostname="mail.example.org", domain="example.org")
 STAMP = Stamp(date="Mon, 30 Nov 2026 12:00:00 +0000", unique="u1")
 DATE = AddHeader("Date", STAMP.date)
 MSGID = AddHeader("Message-ID", "<u1@mail.example.org>")
@@ -46,6 +48,22 @@ def header(text: str) -> list[Field]:
                   AddHeader("Resent-From", "Alice Example <alice@example.org>", 0)], id="resent"),
     pytest.param("Resent-From: carol@example.net\nResent-Date: x\nResent-Message-ID: <r@b>\n" + COMPLETE,
                  [AddHeader("Resent-Sender", "Alice Example <alice@example.org>", 0)], id="resent-by-someone-else"),
+    pytest.param("Resent-From: alice@example.org\nResent-Date: x\nResent-Message-ID: <r@b>\nReceived: x\n"
+                 "Resent-From: carol@example.net\nResent-Date: y\n" + COMPLETE, [], id="resent-newest-block-only"),
+    pytest.param("Resent-From: alice@example.org\nResent-Date: y\nResent-Message-ID: <q@b>\n"
+                 "Resent-To: bob@example.net\nResent-Bcc: hidden@example.net\nReceived: x\nResent-Bcc: old@x\n"
+                 "Resent-Date: z\n" + COMPLETE,
+                 [ChangeHeader("Resent-Bcc", 1, "")], id="resent-bcc-of-newest-block"),
+    pytest.param(COMPLETE + "From: alice\nTo: bob, Carol <carol>, d@x.net\n",
+                 [ChangeHeader("From", 1, "alice@example.org"),
+                  ChangeHeader("To", 1, "bob@example.org, Carol <carol@example.org>, d@x.net")], id="qualify"),
+    pytest.param(COMPLETE + "From: alice@example.org\nTo: Team: bob, c@x.net;, (comment) e@y\n",
+                 [ChangeHeader("To", 1, "Team: bob@example.org, c@x.net;, e@y")], id="qualify-group-drops-comments"),
+    pytest.param(COMPLETE + "From: \"Ex, Al\" <alice>\n",
+                 [ChangeHeader("From", 1, '"Ex, Al" <alice@example.org>')], id="qualify-then-from-is-mine"),
+    pytest.param(COMPLETE + "From: alice@example.org\nTo: <broken\n", [], id="unparsable-to-untouched"),
+    pytest.param(COMPLETE + "From: alice@example.org\nBcc: x@y\nTo: b@c\nBcc: z@y\n",
+                 [ChangeHeader("Bcc", 2, ""), ChangeHeader("Bcc", 1, "")], id="bcc-removed"),
 ])
 def test_submission_fixups(text, want):
     assert submission_fixups(header(text), ALICE, SETTINGS, STAMP) == want
@@ -55,15 +73,18 @@ def test_submission_fixups(text, want):
     pytest.param("add_date", DATE, id="no-date"),
     pytest.param("add_message_id", MSGID, id="no-message-id"),
     pytest.param("add_from", FROM_ALICE, id="no-from"),
+    pytest.param("qualify", ChangeHeader("To", 1, "bob@example.org"), id="no-qualify"),
+    pytest.param("remove_bcc", ChangeHeader("Bcc", 1, ""), id="no-bcc-removal"),
 ])
 def test_each_fixup_can_be_switched_off(switch, removed):
-    off = FixupSettings(hostname="mail.example.org", **{switch: False})
-    edits = submission_fixups(header("To: bob@example.net\n"), ALICE, off, STAMP)
-    assert removed not in edits
+    text = "To: bob\nBcc: x@y\n"
+    assert removed in submission_fixups(header(text), ALICE, SETTINGS, STAMP)
+    off = FixupSettings(hostname="mail.example.org", domain="example.org", **{switch: False})
+    assert removed not in submission_fixups(header(text), ALICE, off, STAMP)
 
 
 def test_no_from_and_no_add_from_means_sender():
-    off = FixupSettings(hostname="mail.example.org", add_from=False)
+    off = FixupSettings(hostname="mail.example.org", domain="example.org", add_from=False)
     assert SENDER_ALICE in submission_fixups(header("To: b@x\n"), ALICE, off, STAMP)
 
 
@@ -90,7 +111,7 @@ def test_fixups_are_idempotent_and_keep_other_fields(fields):
     original = [Field(n, v.replace("\r", "").replace("\n", " ")) for n, v in fields]
     once = apply_edits(original, submission_fixups(original, ALICE, SETTINGS, STAMP))
     assert submission_fixups(once, ALICE, SETTINGS, STAMP) == []
-    removed = [f for f in original if f not in once]
-    assert all(f.name.lower() in ("sender", "resent-sender") for f in removed)
+    before, after = Counter(f.name.lower() for f in original), Counter(f.name.lower() for f in once)
+    assert {n for n in before if after[n] < before[n]} <= {"sender", "resent-sender", "bcc", "resent-bcc"}
     assert all(len(f.name) + 2 + len(f.value.encode("utf-8", "surrogatepass")) <= 998
                for f in once if f not in original)

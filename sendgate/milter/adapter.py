@@ -21,7 +21,8 @@ from sendgate.daemon import quote
 from sendgate.policy import fixups
 from sendgate.policy.identity import Mode, Principal, mode_for
 from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
-from sendgate.policy.sender import SenderRules, check_envelope_sender, default_address
+from sendgate.policy.sender import SenderRules, default_address
+from sendgate.policy.submission import decide
 
 log = logging.getLogger("sendgate/milter")
 
@@ -77,23 +78,27 @@ class PolicyMilter(Milter.Base):
 
     def eom(self) -> int:
         qid = self.getsymval("i") or "NOQUEUE"
-        mode = mode_for(self.login)
         facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
-        if mode is Mode.RELAY:
+        if mode_for(self.login) is Mode.RELAY:
             log.info("%s: relay: %s: no fix-ups", qid, facts)
             return Milter.CONTINUE
         login = self.login or ""
         rules = self.settings.rules
-        refusal = check_envelope_sender(login, self.mail_from, rules)
-        if refusal is not None:
+        principal = Principal(login, default_address(login, rules), full_name(login))
+        decision = decide(self.fields, self.mail_from, principal, rules, self.settings.fixups, new_stamp())
+        if decision.reply is not None:
+            refusal = decision.reply
             log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, refusal)
             self.setreply(str(refusal.code), refusal.enhanced, refusal.text.replace("%", "%%"))
             return Milter.REJECT
-        principal = Principal(login, default_address(login, rules), full_name(login))
-        edits = fixups.submission_fixups(self.fields, principal, self.settings.fixups, new_stamp())
-        self.apply(edits)
-        changed = ",".join(describe(e) for e in edits) or "none"
-        log.info("%s: submission: login=%s %s fixups=%s: accepted", qid, quote(login), facts, changed)
+        if decision.new_sender is not None:
+            self.chgfrom(f"<{decision.new_sender}>")
+        self.apply(list(decision.edits))
+        changed = [describe(e) for e in decision.edits]
+        if decision.new_sender is not None:
+            changed.append(f"sender=<{decision.new_sender}>")
+        log.info("%s: submission: login=%s %s fixups=%s: accepted", qid, quote(login), facts,
+                 ",".join(changed) or "none")
         return Milter.CONTINUE
 
     def abort(self) -> int:

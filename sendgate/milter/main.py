@@ -21,8 +21,10 @@ SECURITY
 
 CONFIGURATION
     milter_socket, milter_socket_group, milter_user, myhostname, myorigin,
-    fixup_date, fixup_message_id, fixup_from, fixup_sender,
-    sender_login_maps, sender_trusted_users, log_destination.
+    fixup_date, fixup_message_id, fixup_from, fixup_sender, fixup_qualify,
+    fixup_bcc, sender_login_maps, sender_trusted_users,
+    sender_mismatch_action, from_mismatch_action, sender_allow_null,
+    log_destination.
     See docs/configuration.md.
 
 DIAGNOSTICS
@@ -47,20 +49,12 @@ import milter as libmilter
 
 from sendgate import daemon
 from sendgate.milter.adapter import MilterSettings, PolicyMilter
-from sendgate.policy.fixups import FixupSettings
-from sendgate.policy.sender import SenderRules
 
 PROGRAM = "sendgate/milter"
 
 
 def settings_from(cfg) -> MilterSettings:
-    return MilterSettings(
-        fixups=FixupSettings(hostname=cfg.hostname, add_date=cfg.fixup_date,
-                             add_message_id=cfg.fixup_message_id, add_from=cfg.fixup_from,
-                             set_sender=cfg.fixup_sender),
-        rules=SenderRules(domain=cfg.domain, login_maps=cfg.sender_login_maps,
-                          trusted=frozenset(cfg.sender_trusted_users)),
-    )
+    return MilterSettings(fixups=cfg.fixup_settings(), rules=cfg.sender_rules())
 
 
 def register() -> None:

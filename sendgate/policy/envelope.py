@@ -111,7 +111,7 @@ def _first_repeat(header: Sequence[Field], indexes: Sequence[int]) -> str | None
     return None
 
 
-def _resent_block(header: Sequence[Field]) -> list[int]:
+def resent_block(header: Sequence[Field]) -> list[int]:
     """Indexes of the resent block to use (see the module docstring)."""
     runs = _runs(header)
     first_ordinary = next(
@@ -147,7 +147,7 @@ def recipients_from_header(header: Sequence[Field], domain: str, extra: Sequence
     """
     resent = any(f.name.lower() in _RESENT_SOURCES for f in header)
     if resent:
-        candidates = _resent_block(header)
+        candidates = resent_block(header)
         sources = _RESENT_SOURCES
         bcc = "resent-bcc"
         missing = "Resent-To"

@@ -6,15 +6,30 @@ Patterns, per login, from the sender_login_maps setting:
   alice+*@example.org the login with any +detail in that domain
 A login with no entry may use login@myorigin and nothing else.  Logins in
 sender_trusted_users may use any address.
+
+What happens on a mismatch is configurable, separately for the envelope
+sender and for the From: mailboxes:
+  envelope: reject (553 at MAIL), rewrite (the milter changes the envelope
+            sender to the user's address), or sender (accept it; the
+            user is named in Sender:)
+  From:     sender (accept; Sender: names the user, the RFC 6409 §8.1
+            fix-up) or reject (550 at end of data)
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from sendgate import replies
 from sendgate.replies import Reply
+
+
+class Mismatch(enum.Enum):
+    REJECT = "reject"
+    REWRITE = "rewrite"
+    SENDER = "sender"
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,8 @@ class SenderRules:
     login_maps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     trusted: frozenset[str] = frozenset()
     allow_null_sender: bool = True
+    envelope_mismatch: Mismatch = Mismatch.REJECT
+    from_mismatch: Mismatch = Mismatch.SENDER
 
 
 def qualify(address: str, domain: str) -> str:
@@ -69,7 +86,8 @@ def may_use(login: str, address: str, rules: SenderRules) -> bool:
 
 
 def check_envelope_sender(login: str, address: str, rules: SenderRules) -> Reply | None:
-    """None when login may use address as MAIL FROM, else the reject reply.
+    """None when login may use address as MAIL FROM, else the reject reply
+    (whatever the configured action; see envelope_verdict).
 
     address is the path without angle brackets; '' is the null sender.
     """
@@ -80,3 +98,25 @@ def check_envelope_sender(login: str, address: str, rules: SenderRules) -> Reply
     if may_use(login, address, rules):
         return None
     return replies.R553_SENDER_NOT_OWNED.format(address=address, login=login)
+
+
+def envelope_verdict(login: str, address: str, rules: SenderRules) -> tuple[Reply | None, str | None]:
+    """(reject reply, new envelope sender) for MAIL FROM:<address>; both None
+    when the address may be used or the mismatch action is `sender`."""
+    refusal = check_envelope_sender(login, address, rules)
+    if refusal is None or rules.envelope_mismatch is Mismatch.SENDER:
+        return None, None
+    if rules.envelope_mismatch is Mismatch.REWRITE:
+        return None, default_address(login, rules)
+    return refusal, None
+
+
+def check_from(login: str, addresses: Sequence[str], rules: SenderRules) -> Reply | None:
+    """The reject reply when from_mismatch is reject and a From: mailbox is
+    not the login's; addresses are the From: addr-specs, qualified."""
+    if rules.from_mismatch is not Mismatch.REJECT:
+        return None
+    for address in addresses:
+        if not may_use(login, address, rules):
+            return replies.R550_FROM_NOT_OWNED.format(address=address, login=login)
+    return None

@@ -52,7 +52,6 @@ import stat
 import sys
 
 from sendgate import daemon
-from sendgate.policy.sender import SenderRules
 from sendgate.submit_socket.server import SubmitSettings, SubmitSMTP
 
 PROGRAM = "sendgate/submit"
@@ -65,8 +64,7 @@ def settings_from(cfg) -> SubmitSettings:
         upstream_timeout=cfg.submit_upstream_timeout,
         size_limit=cfg.submit_message_size_limit,
         recipient_limit=cfg.submit_recipient_limit,
-        rules=SenderRules(domain=cfg.domain, login_maps=cfg.sender_login_maps,
-                          trusted=frozenset(cfg.sender_trusted_users)),
+        rules=cfg.sender_rules(),
     )
 
 

@@ -36,7 +36,7 @@ from sendgate import replies
 from sendgate.daemon import quote
 from sendgate.policy.envelope import HeaderError, recipients_from_header
 from sendgate.policy.message import delete_fields, split_message
-from sendgate.policy.sender import SenderRules, check_envelope_sender, qualify
+from sendgate.policy.sender import Mismatch, SenderRules, check_envelope_sender, qualify
 from sendgate.replies import Reply
 from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument
 from sendgate.submit_socket.upstream import Upstream, UpstreamError
@@ -288,8 +288,10 @@ class SubmitSMTP(SMTP):
         rcpthdr = any(param_name(p) == RCPTHDR for p in params)
         params = [p for p in params if param_name(p) != RCPTHDR]
         sender = qualify(path, self.settings.rules.domain)
+        # Refused here only when the action is reject; otherwise the milter
+        # rewrites the sender or names the user in Sender:, as for network mail.
         refusal = check_envelope_sender(s.login, sender, self.settings.rules)
-        if refusal is not None:
+        if refusal is not None and self.settings.rules.envelope_mismatch is Mismatch.REJECT:
             log.info("%s: reject: MAIL from uid=%d login=%s: %s; from=<%s>",
                      s.sid, s.uid, s.login, refusal, quote(sender))
             await self.reply(refusal)
