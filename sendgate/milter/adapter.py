@@ -111,9 +111,11 @@ class PolicyMilter(Milter.Base):
             if isinstance(edit, AddHeader) and edit.index is None:
                 self.addheader(edit.name, edit.value)
             elif isinstance(edit, AddHeader):
-                # Postfix counts insert positions after its own Received:
-                # (index 0 would go above it, 1 below it); keep our fields in
-                # the order the policy gave them.
+                # The policy's index is a 0-based position among the fields
+                # the milter saw.  Postfix counts insert positions from its
+                # own hidden Received: (index 0 would go above it, 1 just
+                # below it), so position p is index p + 1; each field we
+                # insert moves the next one down, keeping the policy's order.
                 inserted += 1
                 self.addheader(edit.name, edit.value, edit.index + inserted)
             elif isinstance(edit, ChangeHeader):

@@ -21,8 +21,8 @@ Rules, each switchable:
 * Resent mode: a message with any Resent- field is being re-sent (the rule
   of Postfix's cleanup and of Sendmail), and the Resent- variants of Date,
   Message-ID, From and Sender are used, checked in the newest resent block
-  (sendgate.policy.envelope.resent_block) and added at the top of the header
-  where that block belongs.
+  (sendgate.policy.envelope.resent_block) and added at the start of that
+  block, which for RFC 5322 blocks is the top of the header.
 
 Fix-ups are idempotent: applying the edits and running again yields no edits.
 """
@@ -164,7 +164,7 @@ def _sender_edits(header: Sequence[Field], scope: Sequence[int], principal: Prin
             continue
         edits.append(ChangeHeader(header[i].name, _occurrence(header, i), ""))
     if needed and not senders:
-        edits.append(AddHeader(prefix + "Sender", value, 0 if prefix else None))
+        edits.append(AddHeader(prefix + "Sender", value, (scope[0] if scope else 0) if prefix else None))
     return edits
 
 
@@ -184,7 +184,8 @@ def submission_fixups(header: Sequence[Field], principal: Principal, settings: F
         except HeaderError:
             pass  # ambiguous blocks: look at the whole header
     present = lambda name: any(header[i].is_(prefix + name) for i in scope)  # noqa: E731
-    at_top = 0 if resent else None
+    # New Resent- fields join their block: at its first field.
+    at_top = scope[0] if resent and scope else None
 
     edits: list[Edit] = []
     if settings.qualify and settings.domain:

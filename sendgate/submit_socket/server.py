@@ -36,6 +36,7 @@ from sendgate import replies
 from sendgate.daemon import quote
 from sendgate.policy.envelope import HeaderError, recipients_from_header
 from sendgate.policy.message import delete_fields, split_message
+from sendgate.policy.submission import header_problem
 from sendgate.policy.sender import Mismatch, SenderRules, check_envelope_sender, qualify
 from sendgate.replies import Reply
 from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument
@@ -413,8 +414,13 @@ class SubmitSMTP(SMTP):
     async def _deliver(self, txn: Transaction, content: bytes):
         """Send the message upstream; return (reply, recipient count, content sent)."""
         up = self.s.upstream
+        header, _ = split_message(content)
+        problem = header_problem(header)
+        if problem is not None:
+            if not txn.rcpthdr:
+                await up.command("RSET")  # the MTA's transaction was already open
+            return problem, len(txn.recipients), content
         if txn.rcpthdr:
-            header, _ = split_message(content)
             try:
                 found = recipients_from_header(header, self.settings.rules.domain, txn.recipients)
             except HeaderError as err:
