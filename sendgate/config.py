@@ -65,6 +65,12 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number, 0 or more, got {value!r}")
+    return value
+
+
 def _mode(value: Any) -> int:
     # parse() hands this check the scalar as written: YAML 1.1 reads 0666
     # as octal but 666 as decimal, and a mode is clearer kept as text.
@@ -115,6 +121,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("myorigin", _str, "", "Domain appended to unqualified addresses and used for a local user's address; empty means myhostname.", "string"),
     Key("submit_socket", _path, "/run/sendgate/submit.sock", "Unix socket where sendgate-submitd listens and the sendmail command connects.", "path"),
     Key("submit_socket_mode", _mode, 0o666, "File mode of submit_socket; 0666 lets every local user submit.", "octal mode"),
+    Key("submit_socket_group", _str, "", "Group of submit_socket; empty keeps the group of the user that starts the daemon.", "group"),
     Key("submit_user", _str, "sendgate", "Account sendgate-submitd runs as after binding its socket; its groups must reach submit_upstream.", "login"),
     Key("submit_upstream", _socket_spec, "unix:/var/spool/postfix/public/sendgate", "The MTA's dedicated submission service, reachable only by submit_user.", "unix:path"),
     Key("submit_upstream_protocol", _enum("xclient"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=).", "xclient"),
@@ -122,6 +129,17 @@ SCHEMA: tuple[Key, ...] = (
     Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds"),
     Key("submit_message_size_limit", _positive_int, 10240000, "Largest message accepted, in bytes; SIZE advertises the smaller of this and the MTA's.", "bytes"),
     Key("submit_recipient_limit", _positive_int, 1000, "Most recipients in one message, from RCPT and from the header together.", "count"),
+    Key("submit_allow_users", _str_list, (), "Logins that may submit; empty (with submit_allow_groups empty) means every user.", "list of logins"),
+    Key("submit_allow_groups", _str_list, (), "Groups whose members may submit (from the user database).", "list of groups"),
+    Key("submit_deny_users", _str_list, ("nobody",), "Logins that may never submit, whatever the allow lists say.", "list of logins"),
+    Key("submit_deny_groups", _str_list, (), "Groups whose members may never submit.", "list of groups"),
+    Key("submit_sessions_per_uid", _positive_int, 100, "Most sessions one uid may have open at once.", "count"),
+    Key("submit_session_limit", _positive_int, 500, "Most sessions open at once, all users together.", "count"),
+    Key("submit_message_rate_limit", _count, 0, "Most messages one uid may submit per submit_rate_window; 0 means no limit.", "count"),
+    Key("submit_rate_window", _positive_int, 60, "The window of submit_message_rate_limit.", "seconds"),
+    Key("submit_command_length_limit", _positive_int, 2048, "Longest SMTP command line accepted, in bytes.", "bytes"),
+    Key("submit_session_timeout", _positive_int, 3600, "Longest a session may last, however busy.", "seconds"),
+    Key("submit_shutdown_timeout", _positive_int, 30, "On SIGTERM, how long sessions in the middle of a message may take to finish.", "seconds"),
     Key("milter_socket", _socket_spec, "unix:/run/sendgate/milter.sock", "Unix socket where sendgate-milter listens for the MTA.", "unix:path"),
     Key("milter_socket_group", _str, "postfix", "Group given access to milter_socket (the MTA's account).", "group"),
     Key("milter_user", _str, "sendgate", "Account sendgate-milter runs as.", "login"),
@@ -170,6 +188,14 @@ class Config:
                            trusted=frozenset(self.sender_trusted_users), allow_null_sender=self.sender_allow_null,
                            envelope_mismatch=Mismatch(self.sender_mismatch_action),
                            from_mismatch=Mismatch(self.from_mismatch_action))
+
+    def admission_rules(self):
+        from sendgate.policy.admission import AdmissionRules
+        return AdmissionRules(
+            allow_users=frozenset(self.submit_allow_users), deny_users=frozenset(self.submit_deny_users),
+            allow_groups=frozenset(self.submit_allow_groups), deny_groups=frozenset(self.submit_deny_groups),
+            sessions_per_uid=self.submit_sessions_per_uid, session_limit=self.submit_session_limit,
+            message_rate_limit=self.submit_message_rate_limit, rate_window=self.submit_rate_window)
 
     def fixup_settings(self):
         from sendgate.policy.fixups import FixupSettings

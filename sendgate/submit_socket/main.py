@@ -14,6 +14,13 @@ DESCRIPTION
     message header, as sendmail -t does.  There is no queue of its own: a
     client hears 250 for its message only after the MTA said 250.
 
+    Under systemd socket activation (LISTEN_FDS=1) it serves the socket it
+    is given instead of binding submit_socket.
+
+    On SIGTERM it stops accepting connections, ends idle sessions with 421,
+    lets sessions in the middle of a message finish (up to
+    submit_shutdown_timeout) and exits.
+
 SECURITY
     The login comes from the kernel only, never from HELO, MAIL FROM or AUTH
     (AUTH= parameters are refused).  Started as root, the daemon binds its
@@ -24,10 +31,15 @@ SECURITY
     because anyone who can reach it can claim any login with XCLIENT.
 
 CONFIGURATION
-    submit_socket, submit_socket_mode, submit_user, submit_upstream,
-    submit_upstream_timeout, submit_timeout, submit_message_size_limit,
-    submit_recipient_limit, myhostname, myorigin, sender_login_maps,
-    sender_trusted_users, log_destination.  See docs/configuration.md.
+    submit_socket, submit_socket_mode, submit_socket_group, submit_user,
+    submit_upstream, submit_upstream_timeout, submit_timeout,
+    submit_session_timeout, submit_shutdown_timeout, submit_message_size_limit,
+    submit_recipient_limit, submit_command_length_limit, submit_allow_users,
+    submit_allow_groups, submit_deny_users, submit_deny_groups,
+    submit_sessions_per_uid, submit_session_limit, submit_message_rate_limit,
+    submit_rate_window, myhostname, myorigin, sender_login_maps,
+    sender_trusted_users, sender_mismatch_action, sender_allow_null,
+    log_destination.  See docs/configuration.md.
 
 DIAGNOSTICS
     Log lines, program name sendgate/submit, one per decision:
@@ -35,6 +47,8 @@ DIAGNOSTICS
       SID: uid=1000 login=alice from=<alice@example.org> nrcpt=1 size=812: accepted: 250 2.0.0 Ok: queued as 4Xyz
       SID: reject: MAIL from uid=1000 login=alice: 553 5.7.1 <x@y>: Sender address rejected: not owned by user alice
       SID: uid=1000 login=alice: mail system unavailable: connect to ...: No such file or directory
+      SID: reject: connect from uid=65534 login=nobody: 554 5.7.1 Error: user nobody is not allowed to submit mail (submit_deny_users)
+      SID: reject: MAIL from uid=1000 login=alice: 450 4.7.1 Error: too many messages from uid 1000 in 60 seconds, try again later (submit_message_rate_limit)
     Exit status 78 for a configuration error, 71 when the socket cannot be
     made, 77 when privileges cannot be dropped.
 
@@ -52,7 +66,7 @@ import stat
 import sys
 
 from sendgate import daemon
-from sendgate.submit_socket.server import SubmitSettings, SubmitSMTP
+from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
 
 PROGRAM = "sendgate/submit"
 
@@ -65,10 +79,34 @@ def settings_from(cfg) -> SubmitSettings:
         size_limit=cfg.submit_message_size_limit,
         recipient_limit=cfg.submit_recipient_limit,
         rules=cfg.sender_rules(),
+        admission=cfg.admission_rules(),
+        command_length_limit=cfg.submit_command_length_limit,
+        session_timeout=cfg.submit_session_timeout,
     )
 
 
-def bind_socket(path: str, mode: int, log) -> socket.socket:
+SD_LISTEN_FDS_START = 3
+
+
+def inherited_socket(log) -> socket.socket | None:
+    """The listening socket systemd passed (socket activation), if any."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if count != 1:
+        log.critical("socket activation passed %d sockets; sendgate-submitd takes exactly one", count)
+        raise SystemExit(daemon.EX_CONFIG)
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        log.critical("socket activation passed a socket that is not a unix stream socket")
+        raise SystemExit(daemon.EX_CONFIG)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_socket(path: str, mode: int, group: str, log) -> socket.socket:
     """Bind path, replacing a stale socket file but never a live one."""
     try:
         st = os.lstat(path)
@@ -98,6 +136,8 @@ def bind_socket(path: str, mode: int, log) -> socket.socket:
         raise SystemExit(daemon.EX_OSERR) from None
     finally:
         os.umask(old)
+    if group:
+        os.chown(path, -1, daemon.group_id(group, log))
     os.chmod(path, mode)
     sock.listen(128)
     sock.setblocking(False)
@@ -106,26 +146,38 @@ def bind_socket(path: str, mode: int, log) -> socket.socket:
 
 async def serve(sock: socket.socket, cfg, log) -> None:
     settings = settings_from(cfg)
+    registry = Registry()
     # Our idle timer must outlast the MTA's slowest answer, end of data
     # included, or a slow milter would cut the client off mid-reply.
     timeout = max(cfg.submit_timeout, cfg.submit_upstream_timeout + 30)
     loop = asyncio.get_running_loop()
-    server = await loop.create_unix_server(lambda: SubmitSMTP(settings, timeout), sock=sock)
+    server = await loop.create_unix_server(lambda: SubmitSMTP(settings, timeout, registry), sock=sock)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("listening on %s, forwarding to %s", cfg.submit_socket, cfg.submit_upstream)
     await stop.wait()
-    log.info("stopping")
+    # Stop accepting, end idle sessions, give busy ones time to finish.
     server.close()
+    registry.shut_down()
+    log.info("stopping: %d session(s) still busy, waiting up to %ds", len(registry.sessions),
+             cfg.submit_shutdown_timeout)
+    try:
+        await asyncio.wait_for(registry.empty.wait(), cfg.submit_shutdown_timeout)
+    except asyncio.TimeoutError:
+        log.warning("stopping: %d session(s) cut off after submit_shutdown_timeout", len(registry.sessions))
+        for session in list(registry.sessions):
+            session.close_for_shutdown()
+    log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = daemon.argument_parser("sendgate-submitd", __doc__).parse_args(argv)
     cfg = daemon.load_config_or_exit("sendgate-submitd", args.config)
     log = daemon.setup_logging(PROGRAM, cfg.log_destination)
-    # Privilege steps: bind, drop, verify, then serve.
-    sock = bind_socket(cfg.submit_socket, cfg.submit_socket_mode, log)
+    # Privilege steps: bind (or take systemd's socket), drop, verify, serve.
+    sock = inherited_socket(log) or bind_socket(cfg.submit_socket, cfg.submit_socket_mode,
+                                                cfg.submit_socket_group, log)
     daemon.drop_privileges(cfg.submit_user, log)
     asyncio.run(serve(sock, cfg, log))
     return 0

@@ -21,8 +21,11 @@ every reply it makes itself an enhanced status code.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import grp
 import logging
+import os
 import pwd
 import re
 import secrets
@@ -34,6 +37,7 @@ from aiosmtpd.smtp import SMTP, Session
 
 from sendgate import replies
 from sendgate.daemon import quote
+from sendgate.policy.admission import AdmissionRules, Peer, may_submit, rate_refusal, session_refusal
 from sendgate.policy.envelope import HeaderError, recipients_from_header
 from sendgate.policy.message import delete_fields, split_message
 from sendgate.policy.submission import header_problem
@@ -90,6 +94,49 @@ class SubmitSettings:
     size_limit: int
     recipient_limit: int
     rules: SenderRules
+    admission: AdmissionRules = AdmissionRules()
+    command_length_limit: int = 2048
+    session_timeout: float = 3600
+
+
+class Registry:
+    """The sessions of one daemon: counts for the limits, message times for
+    the rate limit, and the shutdown state.  Shared by every connection."""
+
+    def __init__(self) -> None:
+        self.sessions: set["SubmitSMTP"] = set()
+        self.per_uid: collections.Counter[int] = collections.Counter()
+        self.recent: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self.closing = False
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, server: "SubmitSMTP") -> None:
+        self.sessions.add(server)
+        self.per_uid[server.s.uid] += 1
+        self.empty.clear()
+
+    def remove(self, server: "SubmitSMTP") -> None:
+        if server in self.sessions:
+            self.sessions.discard(server)
+            self.per_uid[server.s.uid] -= 1
+            if self.per_uid[server.s.uid] <= 0:
+                del self.per_uid[server.s.uid]
+        if not self.sessions:
+            self.empty.set()
+
+    def message_times(self, uid: int, window: float, now: float) -> collections.deque[float]:
+        times = self.recent[uid]
+        while times and now - times[0] >= window:
+            times.popleft()
+        return times
+
+    def shut_down(self) -> None:
+        """Refuse new sessions; end idle ones now, busy ones after their message."""
+        self.closing = True
+        for server in list(self.sessions):
+            if server.idle:
+                server.close_for_shutdown()
 
 
 @dataclass
@@ -109,6 +156,8 @@ class SubmitSession(Session):
         self.login = ""
         self.upstream: Upstream | None = None
         self.txn: Transaction | None = None
+        self.in_data = False
+        self.who = Peer(-1, "", frozenset())
 
 
 def peer_credentials(transport) -> tuple[int, int, int]:
@@ -122,6 +171,20 @@ def login_for(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return ""
+
+
+def groups_of(login: str, gid: int) -> frozenset[str]:
+    """The peer's groups: its process gid (from SO_PEERCRED, which carries no
+    supplementary groups) and the login's groups in the user database."""
+    if not login:
+        return frozenset()
+    names = set()
+    for g in {*os.getgrouplist(login, pwd.getpwnam(login).pw_gid), gid}:
+        try:
+            names.add(grp.getgrgid(g).gr_name)
+        except KeyError:
+            continue
+    return frozenset(names)
 
 
 class _Delegate:
@@ -138,15 +201,36 @@ class SubmitSMTP(SMTP):
     # than 1 MiB (command or data) are answered "500 5.5.2 line too long".
     line_length_limit = 1 << 20
 
-    def __init__(self, settings: SubmitSettings, timeout: float):
+    def __init__(self, settings: SubmitSettings, timeout: float, registry: Registry | None = None):
         self.settings = settings
+        self.registry = registry if registry is not None else Registry()
         super().__init__(_Delegate(), hostname=settings.hostname, ident="ESMTP sendgate",
                          data_size_limit=settings.size_limit, enable_SMTPUTF8=True,
                          decode_data=False, timeout=timeout)
         # aiosmtpd keeps command_size_limits at class level, shared by every
         # connection; give each session its own.
-        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
-        self.command_size_limits.update(MAIL=2048, RCPT=2048)
+        limit = settings.command_length_limit
+        self.command_size_limit = limit
+        self.command_size_limits = collections.defaultdict(lambda: limit)
+        self._session_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Between transactions: nothing is lost by ending the session now."""
+        return self.s.txn is None and not self.s.in_data
+
+    def close_for_shutdown(self) -> None:
+        self._say_and_close(replies.R421_SHUTDOWN.format(host=self.hostname))
+
+    def _session_expired(self) -> None:
+        log.info("%s: uid=%d login=%s: session time limit (submit_session_timeout) exceeded",
+                 self.s.sid, self.s.uid, self.s.login)
+        self._say_and_close(replies.R421_SESSION_TIME.format(host=self.hostname))
+
+    def _say_and_close(self, reply: Reply) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(str(reply).encode() + b"\r\n")
+            self.transport.close()
 
     # --- connection ------------------------------------------------------
 
@@ -159,26 +243,49 @@ class SubmitSMTP(SMTP):
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self.s.pid, self.s.uid, self.s.gid = peer_credentials(transport)
-        self.s.login = login_for(self.s.uid)
-        self.s.peer = f"uid={self.s.uid}"
+        s = self.s
+        s.pid, s.uid, s.gid = peer_credentials(transport)
+        s.login = login_for(s.uid)
+        s.who = Peer(s.uid, s.login, groups_of(s.login, s.gid))
+        s.peer = f"uid={s.uid}"
 
     def connection_lost(self, error) -> None:
         if self.s.upstream is not None:
             self.s.upstream.close()
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+        self.registry.remove(self)
         log.info("%s: disconnect uid=%d", self.s.sid, self.s.uid)
         super().connection_lost(error)
+
+    def _admission(self) -> tuple[Reply, str] | None:
+        s = self.s
+        if self.registry.closing:
+            return replies.R421_SHUTDOWN.format(host=self.hostname), "shutting down"
+        peer = self.peer()
+        refusal = may_submit(peer, self.settings.admission)
+        if refusal is None:
+            refusal = session_refusal(peer, self.settings.admission, self.registry.per_uid[s.uid],
+                                      len(self.registry.sessions), self.hostname)
+        return refusal
+
+    def peer(self) -> Peer:
+        return self.s.who
 
     async def _handle_client(self) -> None:
         # Open the MTA session before greeting, so that a dead MTA is a 421
         # at once rather than after the client has sent its message.
         s = self.s
         log.info("%s: connect uid=%d pid=%d login=%s", s.sid, s.uid, s.pid, quote(s.login) or "?")
-        if not s.login:
-            log.info("%s: reject: uid=%d has no login name", s.sid, s.uid)
-            await self.push(str(replies.R554_NOT_AUTHORIZED.format(login=f"uid {s.uid}")))
+        refusal = self._admission()
+        if refusal is not None:
+            reply, rule = refusal
+            log.info("%s: reject: connect from uid=%d login=%s: %s (%s)", s.sid, s.uid, s.login or "?", reply, rule)
+            await self.push(str(reply))
             self.transport.close()
             return
+        self.registry.add(self)
+        self._session_timer = self.loop.call_later(self.settings.session_timeout, self._session_expired)
         try:
             upstream = await Upstream.connect(self.settings.upstream_path, self.settings.upstream_timeout)
             refusal = await upstream.handshake(self.hostname, s.login)
@@ -297,6 +404,12 @@ class SubmitSMTP(SMTP):
                      s.sid, s.uid, s.login, refusal, quote(sender))
             await self.reply(refusal)
             return
+        refusal = rate_refusal(self.peer(), self.settings.admission, self._recent(), self.loop.time())
+        if refusal is not None:
+            log.info("%s: reject: MAIL from uid=%d login=%s: %s (submit_message_rate_limit)",
+                     s.sid, s.uid, s.login, refusal)
+            await self.reply(refusal)
+            return
         txn = Transaction(sender, params, rcpthdr)
         if rcpthdr:
             s.txn = txn
@@ -381,7 +494,15 @@ class SubmitSMTP(SMTP):
             # has none yet.  A placeholder lets its reader run; the recipients
             # used are txn.recipients plus the header's.
             self.envelope.rcpt_tos.append(RCPTHDR)
-        await super().smtp_DATA(arg)
+        self.s.in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.s.in_data = False
+            if self.registry.closing:
+                # Shutting down: this message was the last; the reply to it
+                # is already written, the 421 follows it.
+                self.loop.call_soon(self.close_for_shutdown)
         if self.s.txn is txn:
             # aiosmtpd answered without calling us (line or size overflow).
             self.s.txn = None
@@ -409,7 +530,12 @@ class SubmitSMTP(SMTP):
         log.info("%s: uid=%d login=%s from=<%s> nrcpt=%d size=%d%s: %s: %s",
                  s.sid, s.uid, s.login, quote(txn.sender), nrcpt, len(content),
                  " rcpthdr" if txn.rcpthdr else "", "accepted" if reply.ok else "rejected", quote(str(reply)))
+        if reply.ok:
+            self._recent().append(self.loop.time())
         return str(reply)
+
+    def _recent(self) -> collections.deque[float]:
+        return self.registry.message_times(self.s.uid, self.settings.admission.rate_window, self.loop.time())
 
     async def _deliver(self, txn: Transaction, content: bytes):
         """Send the message upstream; return (reply, recipient count, content sent)."""
