@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         log.critical("cannot listen on %s: %s", cfg.milter_socket, err)
         return daemon.EX_OSERR
     os.umask(old_umask)
-    if os.geteuid() == 0:
-        os.chown(path, daemon.user_id(cfg.milter_user, log), gid)
+    # As root: hand the socket to the service user; as the service user (a
+    # systemd unit with SupplementaryGroups=postfix): just give it the group.
+    owner = daemon.user_id(cfg.milter_user, log) if os.geteuid() == 0 else -1
+    os.chown(path, owner, gid)
     os.chmod(path, 0o660)
     daemon.drop_privileges(cfg.milter_user, log)
 

@@ -144,7 +144,7 @@ def bind_socket(path: str, mode: int, group: str, log) -> socket.socket:
     return sock
 
 
-async def serve(sock: socket.socket, cfg, log) -> None:
+async def serve(sock: socket.socket, cfg, log, inherited: bool) -> None:
     settings = settings_from(cfg)
     registry = Registry()
     # Our idle timer must outlast the MTA's slowest answer, end of data
@@ -155,7 +155,8 @@ async def serve(sock: socket.socket, cfg, log) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("listening on %s, forwarding to %s", cfg.submit_socket, cfg.submit_upstream)
+    where = "the socket passed by systemd" if inherited else cfg.submit_socket
+    log.info("listening on %s, forwarding to %s", where, cfg.submit_upstream)
     await stop.wait()
     # Stop accepting, end idle sessions, give busy ones time to finish.
     server.close()
@@ -176,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = daemon.load_config_or_exit("sendgate-submitd", args.config)
     log = daemon.setup_logging(PROGRAM, cfg.log_destination)
     # Privilege steps: bind (or take systemd's socket), drop, verify, serve.
-    sock = inherited_socket(log) or bind_socket(cfg.submit_socket, cfg.submit_socket_mode,
-                                                cfg.submit_socket_group, log)
+    sock = inherited_socket(log)
+    inherited = sock is not None
+    if sock is None:
+        sock = bind_socket(cfg.submit_socket, cfg.submit_socket_mode, cfg.submit_socket_group, log)
     daemon.drop_privileges(cfg.submit_user, log)
-    asyncio.run(serve(sock, cfg, log))
+    asyncio.run(serve(sock, cfg, log, inherited))
     return 0
 
 

@@ -160,6 +160,16 @@ class SubmitSession(Session):
         self.who = Peer(-1, "", frozenset())
 
 
+def valid_helo(name: str | None) -> bool:
+    """A HELO/EHLO argument: present, printable (so valid UTF-8 too: the
+    bytes that are not come in as unprintable surrogates)."""
+    return bool(name) and name.isprintable()
+
+
+def valid_utf8(path: str) -> bool:
+    return not any("\udc80" <= c <= "\udcff" for c in path)
+
+
 def peer_credentials(transport) -> tuple[int, int, int]:
     sock = transport.get_extra_info("socket")
     fmt = "3i"
@@ -320,7 +330,7 @@ class SubmitSMTP(SMTP):
     # --- session commands ---------------------------------------------------
 
     async def smtp_EHLO(self, hostname: str) -> None:
-        if not hostname:
+        if not valid_helo(hostname):
             await self.push("501 Syntax: EHLO hostname")
             return
         await self._reset_transaction()
@@ -336,7 +346,7 @@ class SubmitSMTP(SMTP):
         await self.push("\r\n".join(f"250-{x}" for x in lines[:-1]) + f"\r\n250 {lines[-1]}")
 
     async def smtp_HELO(self, hostname: str) -> None:
-        if not hostname:
+        if not valid_helo(hostname):
             await self.push("501 Syntax: HELO hostname")
             return
         await self._reset_transaction()
@@ -388,6 +398,9 @@ class SubmitSMTP(SMTP):
             path, params = parse_path_argument(arg or "", "FROM:")
         except SyntaxProblem:
             await self.reply(replies.R501_MAIL_SYNTAX)
+            return
+        if not valid_utf8(path):
+            await self.reply(replies.R501_BAD_SENDER)
             return
         refusal = self._check_mail_params(params)
         if refusal is not None:
@@ -453,7 +466,7 @@ class SubmitSMTP(SMTP):
         except SyntaxProblem:
             await self.reply(replies.R501_RCPT_SYNTAX)
             return
-        if not path:
+        if not path or not valid_utf8(path):
             await self.reply(replies.R501_BAD_ADDRESS)
             return
         for p in params:
