@@ -555,6 +555,8 @@ class SubmitSMTP(SMTP):
         up = self.s.upstream
         header, _ = split_message(content)
         problem = header_problem(header)
+        if problem is None and b"\x00" in content:
+            problem = replies.R554_NUL_IN_MESSAGE  # RFC 5322 §2.3; MTAs mangle it
         if problem is not None:
             if not txn.rcpthdr:
                 await up.command("RSET")  # the MTA's transaction was already open

@@ -8,12 +8,37 @@ bounded in time (submit_upstream_timeout), line length and line count.
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 
 from sendgate.smtpwire import dot_stuff, xtext
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
+
+
+async def _connect_unix(path: str) -> socket.socket:
+    """Connect, waiting while the MTA's listen queue is full.
+
+    A unix-domain connect() that finds the listener's backlog full fails
+    with EAGAIN at once; asyncio would take that for "in progress" and hand
+    back a socket that never connected.  So connect here and retry: a
+    busy MTA (all its smtpd processes taken) is a wait, not a failure.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    delay = 0.01
+    try:
+        while True:
+            try:
+                sock.connect(path)
+                return sock
+            except BlockingIOError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class UpstreamError(Exception):
@@ -75,10 +100,12 @@ class Upstream:
     @classmethod
     async def connect(cls, path: str, timeout: float) -> "Upstream":
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(path, limit=MAX_REPLY_LINE), timeout)
-        except (OSError, asyncio.TimeoutError) as err:
-            raise UpstreamError(f"connect to {path}: {getattr(err, 'strerror', None) or 'timed out'}") from None
+            sock = await asyncio.wait_for(_connect_unix(path), timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"connect to {path}: timed out (the mail system is busy)") from None
+        except OSError as err:
+            raise UpstreamError(f"connect to {path}: {err.strerror or err}") from None
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REPLY_LINE)
         return cls(reader, writer, timeout)
 
     async def reply(self) -> Reply:
