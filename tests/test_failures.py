@@ -131,3 +131,59 @@ def test_usage_and_configuration_errors(no_dead_letter, args, env, status, stder
     result = run_shim(args, env)
     assert (result.returncode, result.stderr) == (status, stderr)
     assert not DEAD.exists()
+
+
+@pytest.fixture
+def mta_dies_at_end_of_data():
+    """A real sendgate-submitd in front of an MTA that hangs up on the final dot."""
+    need(os.geteuid() == 0, "starts a daemon that drops to the sendgate user")
+    import asyncio
+    import socket as socketlib
+    import threading
+
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-mtadies-", dir="/tmp"))
+    directory.chmod(0o755)
+    listener = socketlib.socket(socketlib.AF_UNIX)
+    listener.bind(str(directory / "mta"))
+    os.chmod(directory / "mta", 0o666)
+    listener.listen(8)
+
+    def mta():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"220 dying ESMTP\r\n")
+                for line in lines:
+                    verb = line.split(b" ", 1)[0].strip().upper()
+                    if line == b".\r\n":
+                        break  # hang up instead of answering the message
+                    answer = {b"EHLO": b"250-dying\r\n250 XCLIENT LOGIN\r\n", b"XCLIENT": b"220 dying\r\n",
+                              b"DATA": b"354 go\r\n"}.get(verb, b"250 2.0.0 Ok\r\n")
+                    if verb in (b"EHLO", b"XCLIENT", b"MAIL", b"RCPT", b"DATA", b"RSET", b"QUIT"):
+                        conn.sendall(answer)
+
+    thread = threading.Thread(target=mta, daemon=True)
+    thread.start()
+    config = directory / "sendgate.yaml"
+    config.write_text(f"myhostname: mail.{DOMAIN}\nmyorigin: {DOMAIN}\nsubmit_socket: {directory}/submit.sock\n"
+                      f"submit_upstream: unix:{directory}/mta\nlog_destination: stderr\n")
+    daemon = subprocess.Popen([program("python"), "-m", "sendgate.submit_socket.main", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (directory / "submit.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield directory
+    daemon.terminate()
+    daemon.wait(10)
+    listener.close()
+
+
+def test_mta_dying_mid_message_is_exit_75_and_saved(mta_dies_at_end_of_data, no_dead_letter):
+    result = run_shim(["-i", "bob@example.net"], {"SENDGATE_SOCKET": str(mta_dies_at_end_of_data / "submit.sock")})
+    assert (result.returncode, result.stderr) == (
+        75, b"sendmail: message refused: 451 4.4.2 Error: lost connection with the mail system; message not accepted,"
+            b" try again later; message saved in /home/sgtest1/dead.letter\n")
+    assert b"keep me" in DEAD.read_bytes()

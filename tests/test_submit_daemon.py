@@ -176,3 +176,13 @@ def test_systemd_units_verify(tmp_path):
     security = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--threshold=20",
                                str(tmp_path / "sendgate-submitd.service")], capture_output=True, text=True)
     assert security.returncode == 0, security.stdout[-500:]
+
+
+def test_socket_mode_and_group_from_configuration(scratch):
+    proc = start(write_config(scratch, "/nonexistent", submit_socket_mode="0660", submit_socket_group="postdrop"))
+    try:
+        greeting(str(scratch / "submit.sock"))
+        st = os.stat(scratch / "submit.sock")
+    finally:
+        stop(proc)
+    assert (oct(st.st_mode & 0o777), st.st_gid) == ("0o660", grp.getgrnam("postdrop").gr_gid)
