@@ -156,6 +156,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("from_mismatch_action", _enum("sender", "reject"), "sender", "A From: mailbox the user does not own: accept and add Sender: (RFC 6409 §8.1), or reject the message (550).", "sender | reject"),
     Key("sender_allow_null", _bool, True, "Whether users may submit with the null envelope sender <> (bounces, vacation replies).", "boolean"),
     Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
+    Key("syslog_socket", _path, "/dev/log", "The syslog daemon's socket, for log_destination: syslog.", "path"),
 )
 
 KEYS = {k.name: k for k in SCHEMA}

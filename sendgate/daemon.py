@@ -63,9 +63,9 @@ class _PostfixFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(program: str, destination: str) -> logging.Logger:
+def setup_logging(program: str, destination: str, syslog_socket: str = "/dev/log") -> logging.Logger:
     """Log to syslog (facility mail) or to stderr; syslog falls back to
-    stderr when there is no /dev/log, with a warning saying so."""
+    stderr when there is no syslog socket, with a warning saying so."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
@@ -73,7 +73,7 @@ def setup_logging(program: str, destination: str) -> logging.Logger:
     if destination == "syslog":
         try:
             handler: logging.Handler = logging.handlers.SysLogHandler(
-                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL)
+                address=syslog_socket, facility=logging.handlers.SysLogHandler.LOG_MAIL)
             handler.setFormatter(_PostfixFormatter(program, with_time=False))
         except OSError:
             fallback = True
@@ -83,7 +83,7 @@ def setup_logging(program: str, destination: str) -> logging.Logger:
     root.addHandler(handler)
     log = logging.getLogger(program)
     if fallback:
-        log.warning("no syslog socket /dev/log: logging to stderr")
+        log.warning("no syslog socket %s: logging to stderr", syslog_socket)
     return log
 
 

@@ -10,7 +10,9 @@ Edits into libmilter actions.
 from __future__ import annotations
 
 import logging
+import os
 import pwd
+import time
 import uuid
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -47,10 +49,48 @@ def new_stamp() -> fixups.Stamp:
     return fixups.Stamp(date=formatdate(localtime=True), unique=uuid.uuid4().hex)
 
 
+class SettingsSource:
+    """The milter's settings, read again when the configuration file changes.
+
+    libmilter owns SIGHUP (it stops the milter), so a reload cannot be a
+    signal.  Instead each new MTA connection asks for the settings, and the
+    file is looked at (stat) at most once a second: an edited file takes
+    effect on the next connection.  A file that does not pass the check is
+    logged once and ignored; the running settings stay.
+    """
+
+    def __init__(self, path: str, settings: MilterSettings, load, clock=time.monotonic):
+        self.path, self.settings, self.load, self.clock = path, settings, load, clock
+        self.seen = self._stamp()
+        self.checked = clock()
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def current(self) -> MilterSettings:
+        now = self.clock()
+        if now - self.checked >= 1.0:
+            self.checked = now
+            stamp = self._stamp()
+            if stamp != self.seen:
+                self.seen = stamp
+                try:
+                    self.settings = self.load(self.path)
+                    log.info("reloaded %s", self.path)
+                except Exception as err:  # a bad edit must not stop the mail
+                    log.error("reload failed, keeping the running configuration: %s", err)
+        return self.settings
+
+
 class PolicyMilter(Milter.Base):
-    settings: MilterSettings  # set once by main() before the milter starts
+    source: SettingsSource  # set once by main() before the milter starts
 
     def __init__(self) -> None:
+        self.settings = self.source.current()
         self.reset()
 
     def reset(self) -> None:

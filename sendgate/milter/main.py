@@ -12,6 +12,12 @@ DESCRIPTION
     author) and checks that the user may use the envelope sender.  Other
     mail is relayed untouched.
 
+    Configuration changes take effect without a restart: on each new MTA
+    connection the milter looks at the configuration file (at most once a
+    second) and reads it again when it changed.  An edit that does not pass
+    the check is logged and ignored.  (libmilter owns SIGHUP, SIGTERM and
+    SIGINT: HUP and TERM stop the milter, so do not send HUP to reload.)
+
 SECURITY
     Started as root, it creates its socket, gives it to milter_socket_group
     (mode 0660), drops to milter_user, checks getresuid(), and only then
@@ -47,8 +53,8 @@ import sys
 import Milter
 import milter as libmilter
 
-from sendgate import daemon
-from sendgate.milter.adapter import MilterSettings, PolicyMilter
+from sendgate import config, daemon
+from sendgate.milter.adapter import MilterSettings, PolicyMilter, SettingsSource
 
 PROGRAM = "sendgate/milter"
 
@@ -75,8 +81,9 @@ def register() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = daemon.argument_parser("sendgate-milter", __doc__).parse_args(argv)
     cfg = daemon.load_config_or_exit("sendgate-milter", args.config)
-    log = daemon.setup_logging(PROGRAM, cfg.log_destination)
-    PolicyMilter.settings = settings_from(cfg)
+    log = daemon.setup_logging(PROGRAM, cfg.log_destination, cfg.syslog_socket)
+    PolicyMilter.source = SettingsSource(args.config, settings_from(cfg),
+                                         lambda path: settings_from(config.load(path)))
     path = cfg.milter_socket.removeprefix("unix:")
     gid = daemon.group_id(cfg.milter_socket_group, log)
 

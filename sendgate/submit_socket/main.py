@@ -17,6 +17,12 @@ DESCRIPTION
     Under systemd socket activation (LISTEN_FDS=1) it serves the socket it
     is given instead of binding submit_socket.
 
+    On SIGHUP it reads its configuration again: new sessions use the new
+    settings, sessions in progress finish with the old ones.  A file that
+    does not pass the check is logged and ignored.  submit_socket,
+    submit_socket_mode, submit_socket_group, submit_user and log_destination
+    take effect only at a restart.
+
     On SIGTERM it stops accepting connections, ends idle sessions with 421,
     lets sessions in the middle of a message finish (up to
     submit_shutdown_timeout) and exits.
@@ -65,7 +71,7 @@ import socket
 import stat
 import sys
 
-from sendgate import daemon
+from sendgate import config, daemon
 from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
 
 PROGRAM = "sendgate/submit"
@@ -144,27 +150,58 @@ def bind_socket(path: str, mode: int, group: str, log) -> socket.socket:
     return sock
 
 
-async def serve(sock: socket.socket, cfg, log, inherited: bool) -> None:
-    settings = settings_from(cfg)
+# Settings that a reload cannot change: they were used before privileges
+# were dropped, or name the daemon's own socket.
+RESTART_ONLY = ("submit_socket", "submit_socket_mode", "submit_socket_group", "submit_user", "log_destination")
+
+
+class Service:
+    """The running daemon's configuration, replaced whole on SIGHUP; new
+    sessions take the current one, sessions in progress keep theirs."""
+
+    def __init__(self, cfg, path: str, log):
+        self.cfg, self.path, self.log = cfg, path, log
+        self.settings = settings_from(cfg)
+
+    @property
+    def timeout(self) -> float:
+        # Our idle timer must outlast the MTA's slowest answer, end of data
+        # included, or a slow milter would cut the client off mid-reply.
+        return max(self.cfg.submit_timeout, self.cfg.submit_upstream_timeout + 30)
+
+    def reload(self) -> None:
+        try:
+            cfg = config.load(self.path)
+        except config.ConfigError as err:
+            self.log.error("reload failed, keeping the running configuration: %s", err)
+            return
+        ignored = [k for k in RESTART_ONLY if getattr(cfg, k) != getattr(self.cfg, k)]
+        if ignored:
+            self.log.warning("reload: %s changed; these take effect at the next restart", ", ".join(ignored))
+        self.cfg, self.settings = cfg, settings_from(cfg)
+        self.log.info("reloaded %s", self.path)
+
+
+async def serve(sock: socket.socket, service: Service, inherited: bool) -> None:
+    cfg, log = service.cfg, service.log
     registry = Registry()
-    # Our idle timer must outlast the MTA's slowest answer, end of data
-    # included, or a slow milter would cut the client off mid-reply.
-    timeout = max(cfg.submit_timeout, cfg.submit_upstream_timeout + 30)
     loop = asyncio.get_running_loop()
-    server = await loop.create_unix_server(lambda: SubmitSMTP(settings, timeout, registry), sock=sock)
+    server = await loop.create_unix_server(
+        lambda: SubmitSMTP(service.settings, service.timeout, registry), sock=sock)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
     where = "the socket passed by systemd" if inherited else cfg.submit_socket
     log.info("listening on %s, forwarding to %s", where, cfg.submit_upstream)
     await stop.wait()
     # Stop accepting, end idle sessions, give busy ones time to finish.
     server.close()
     registry.shut_down()
-    log.info("stopping: %d session(s) still busy, waiting up to %ds", len(registry.sessions),
-             cfg.submit_shutdown_timeout)
+    grace = service.cfg.submit_shutdown_timeout
+    log.info("stopping: %d session(s) still busy, waiting up to %ds", len(registry.sessions), grace)
     try:
-        await asyncio.wait_for(registry.empty.wait(), cfg.submit_shutdown_timeout)
+        await asyncio.wait_for(registry.empty.wait(), grace)
     except asyncio.TimeoutError:
         log.warning("stopping: %d session(s) cut off after submit_shutdown_timeout", len(registry.sessions))
         for session in list(registry.sessions):
@@ -175,14 +212,14 @@ async def serve(sock: socket.socket, cfg, log, inherited: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = daemon.argument_parser("sendgate-submitd", __doc__).parse_args(argv)
     cfg = daemon.load_config_or_exit("sendgate-submitd", args.config)
-    log = daemon.setup_logging(PROGRAM, cfg.log_destination)
+    log = daemon.setup_logging(PROGRAM, cfg.log_destination, cfg.syslog_socket)
     # Privilege steps: bind (or take systemd's socket), drop, verify, serve.
     sock = inherited_socket(log)
     inherited = sock is not None
     if sock is None:
         sock = bind_socket(cfg.submit_socket, cfg.submit_socket_mode, cfg.submit_socket_group, log)
     daemon.drop_privileges(cfg.submit_user, log)
-    asyncio.run(serve(sock, cfg, log, inherited))
+    asyncio.run(serve(sock, Service(cfg, args.config, log), inherited))
     return 0
 
 
