@@ -26,8 +26,22 @@ async def reply(reader):
         if not line or line[3:4] != b"-":
             return line.decode().strip()
 
+async def connect():
+    # A full listen queue makes a non-blocking unix connect fail with EAGAIN
+    # (asyncio does not wait for it): wait and retry, as a blocking one would.
+    import socket
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+            return await asyncio.open_unix_connection(sock=sock)
+        except BlockingIOError:
+            sock.close()
+            await asyncio.sleep(0.05)
+
 async def session(i):
-    reader, writer = await asyncio.open_unix_connection(path)
+    reader, writer = await connect()
     replies = [await reply(reader)]
     body = f"Message-ID: <{tag}-{login}-{i}@example.org>\r\nSubject: {tag}\r\n\r\nload {i}\r\n"
     for line in ("EHLO load", f"MAIL FROM:<{login}>", "RCPT TO:<load@example.net>", "DATA", body + ".", "QUIT"):

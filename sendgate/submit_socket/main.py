@@ -145,7 +145,7 @@ def bind_socket(path: str, mode: int, group: str, log) -> socket.socket:
     if group:
         os.chown(path, -1, daemon.group_id(group, log))
     os.chmod(path, mode)
-    sock.listen(128)
+    sock.listen(socket.SOMAXCONN)
     sock.setblocking(False)
     return sock
 
