@@ -4,7 +4,8 @@
 SYNOPSIS
     sendgate stack up --dir DIR [--domain DOMAIN] [--mail-owner USER]
     sendgate stack down --dir DIR
-    sendgate check-config [FILE]
+    sendgate check-config [--no-mta] [FILE]
+    sendgate status [--dir DIR] [--config FILE]
     sendgate config-doc
 
 DESCRIPTION
@@ -20,8 +21,15 @@ DESCRIPTION
                   the sudo user, else sendgate).
     stack down    Stop everything stack up started under DIR.
     check-config  Validate FILE (default $SENDGATE_CONFIG or
-                  /etc/sendgate/sendgate.yaml); prints nothing and exits 0
-                  when it is valid.
+                  /etc/sendgate/sendgate.yaml), then check the MTA side as
+                  postconf reports it (milter attached and failing closed,
+                  XCLIENT allowed on the sendgate service only, its socket
+                  directory closed to users); --no-mta skips that part.
+                  Prints one line per problem; exit 0 when there is none.
+    status        Daemons up or down, sessions open, sockets and their
+                  permissions, and the MTA checks of check-config, for the
+                  installed configuration or the stack under DIR.  Exit 1
+                  when a problem is found, each on a "problem:" line.
     config-doc    Print the configuration reference (Markdown).
 
     To send through a stack:  SENDGATE_CONFIG=DIR/sendgate.yaml sendgate-sendmail -t -i < message
@@ -58,20 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
     down = actions.add_parser("down", help="stop a stack")
     down.add_argument("--dir", required=True)
     check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("--no-mta", action="store_true", help="check the file only, not the MTA")
     check.add_argument("file", nargs="?", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
+    status = commands.add_parser("status", help="daemons, sockets and MTA settings")
+    status.add_argument("--dir", help="a stack started with `stack up`")
+    status.add_argument("--config", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
     commands.add_parser("config-doc", help="print the configuration reference")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "check-config":
+    if args.command in ("check-config", "status"):
+        path = args.file if args.command == "check-config" else (
+            os.path.join(args.dir, "sendgate.yaml") if args.dir else args.config)
         try:
-            config.load(args.file)
+            cfg = config.load(path)
         except config.ConfigError as err:
             print(f"sendgate: {err}", file=sys.stderr)
             return EX_CONFIG
-        return 0
+        from sendgate import status
+        if args.command == "check-config":
+            findings = [] if args.no_mta else status.postfix(cfg)
+            problems = [f for f in findings if f.problem]
+            for finding in problems:
+                print(f"sendgate: {path}: {finding.text}", file=sys.stderr)
+            return EX_CONFIG if problems else 0
+        findings = status.submit_daemon(cfg) + status.milter_daemon(cfg) + status.postfix(cfg)
+        for finding in findings:
+            print(finding)
+        return 1 if any(f.problem for f in findings) else 0
     if args.command == "config-doc":
         sys.stdout.write(config.reference_markdown())
         return 0

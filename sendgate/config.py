@@ -124,6 +124,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("submit_socket_group", _str, "", "Group of submit_socket; empty keeps the group of the user that starts the daemon.", "group"),
     Key("submit_user", _str, "sendgate", "Account sendgate-submitd runs as after binding its socket; its groups must reach submit_upstream.", "login"),
     Key("submit_upstream", _socket_spec, "unix:/var/spool/postfix/public/sendgate", "The MTA's dedicated submission service, reachable only by submit_user.", "unix:path"),
+    Key("postfix_config_directory", _path, "/etc/postfix", "Postfix's configuration directory, for `sendgate status` and `check-config`.", "path"),
     Key("submit_upstream_protocol", _enum("xclient"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=).", "xclient"),
     Key("submit_upstream_timeout", _positive_int, 300, "Seconds to wait for each reply of the MTA (end of data included).", "seconds"),
     Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds"),

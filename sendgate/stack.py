@@ -291,6 +291,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "myhostname": hostname, "myorigin": domain,
         "submit_socket": p.socket, "submit_upstream": f"unix:{p.upstream}",
         "milter_socket": f"unix:{p.milter_socket}", "milter_local_daemon_name": LOCAL_DAEMON_NAME,
+        "postfix_config_directory": p.postfix_config,
         "log_destination": "stderr",
     }))
     config.load(p.config)  # what we wrote must pass our own check

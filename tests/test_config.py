@@ -62,7 +62,7 @@ def test_render_round_trips():
 def test_check_config_command(tmp_path, text, status, stderr):
     path = tmp_path / "sendgate.yaml"
     path.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "sendgate.cli", "check-config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "sendgate.cli", "check-config", "--no-mta", str(path)],
                             capture_output=True, text=True)
     assert (result.returncode, result.stderr) == (status, stderr.format(path=path))
 

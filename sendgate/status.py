@@ -1,0 +1,157 @@
+"""What `sendgate status` and `sendgate check-config` look at.
+
+Each check returns Findings: a line of what is, and whether it is a
+problem.  The MTA side is read as it is actually configured (postconf), not
+as our configuration file says it should be, because that is what decides
+whether policy can be bypassed.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import stat
+import subprocess
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Finding:
+    text: str
+    problem: bool = False
+
+    def __str__(self) -> str:
+        return ("problem: " if self.problem else "") + self.text
+
+
+def _mode(path: str) -> str:
+    st = os.stat(path)
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"mode {stat.S_IMODE(st.st_mode):04o} {owner}:{group}"
+
+
+def open_sessions(path: str) -> int:
+    """Connections accepted on the unix socket at path (from /proc/net/unix:
+    accepted sockets carry the listener's name, state 03 = connected)."""
+    count = 0
+    with open("/proc/net/unix", encoding="ascii", errors="replace") as fp:
+        next(fp)
+        for line in fp:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[5] == "03":
+                count += 1
+    return count
+
+
+def _probe(path: str) -> str | None:
+    """The greeting of the SMTP server at path, None when nothing answers."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            greeting = s.recv(512).decode(errors="replace").strip()
+            s.sendall(b"QUIT\r\n")
+            return greeting
+    except OSError:
+        return None
+
+
+def submit_daemon(cfg) -> list[Finding]:
+    path = cfg.submit_socket
+    if not os.path.exists(path):
+        return [Finding(f"submitd: down: no socket {path}", True)]
+    out = [Finding(f"submitd: socket {path} {_mode(path)}")]
+    if stat.S_IMODE(os.stat(path).st_mode) != cfg.submit_socket_mode:
+        out.append(Finding(f"submitd: {path} has mode {stat.S_IMODE(os.stat(path).st_mode):04o}, "
+                           f"submit_socket_mode says {cfg.submit_socket_mode:04o}", True))
+    sessions = open_sessions(path)
+    greeting = _probe(path)
+    if greeting is None:
+        out.append(Finding(f"submitd: down: nothing answers on {path}", True))
+    elif greeting.startswith("220 "):
+        out.append(Finding(f"submitd: up, {sessions} session(s) open, the MTA answers"))
+    else:
+        out.append(Finding(f"submitd: up, {sessions} session(s) open, but: {greeting}", True))
+    return out
+
+
+def milter_daemon(cfg) -> list[Finding]:
+    path = cfg.milter_socket.removeprefix("unix:")
+    if not os.path.exists(path):
+        return [Finding(f"milter: down: no socket {path}", True)]
+    out = [Finding(f"milter: socket {path} {_mode(path)}")]
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(path)
+        out.append(Finding("milter: up"))
+    except PermissionError:
+        out.append(Finding("milter: socket present (not allowed to connect to it as this user)"))
+    except OSError as err:
+        out.append(Finding(f"milter: down: {path}: {err.strerror}", True))
+    group = grp.getgrgid(os.stat(path).st_gid).gr_name if os.path.exists(path) else ""
+    if group != cfg.milter_socket_group:
+        out.append(Finding(f"milter: {path} belongs to group {group}, milter_socket_group says "
+                           f"{cfg.milter_socket_group}: the MTA may not reach it", True))
+    return out
+
+
+def _postconf(directory: str, *args: str) -> str:
+    result = subprocess.run(["postconf", "-c", directory, *args], capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "postconf failed")
+    return result.stdout
+
+
+def postfix(cfg) -> list[Finding]:
+    """Postfix as configured: the milter attached and failing closed, the
+    submit daemon's service in public/ with XCLIENT, XCLIENT nowhere else."""
+    directory = cfg.postfix_config_directory
+    try:
+        milters, action, xclient, queue = _postconf(
+            directory, "-h", "smtpd_milters", "milter_default_action", "smtpd_authorized_xclient_hosts",
+            "queue_directory").splitlines()
+        services = _postconf(directory, "-P")
+    except (RuntimeError, OSError, ValueError) as err:
+        return [Finding(f"postfix: cannot read the configuration in {directory}: {err}", True)]
+    out = [Finding(f"postfix: {directory}: smtpd_milters = {milters}; milter_default_action = {action}")]
+    if cfg.milter_socket not in milters.replace(",", " ").split():
+        out.append(Finding(f"postfix: smtpd_milters does not name {cfg.milter_socket}: "
+                           "SMTP mail passes without sendgate's policy", True))
+    if action not in ("tempfail", "reject", "shutdown"):
+        out.append(Finding(f"postfix: milter_default_action = {action}: mail passes without policy while "
+                           "the milter is down (set tempfail)", True))
+    if xclient.strip():
+        out.append(Finding(f"postfix: smtpd_authorized_xclient_hosts = {xclient} in main.cf: every smtpd "
+                           "service trusts XCLIENT; allow it only on the sendgate service", True))
+    upstream = cfg.submit_upstream.removeprefix("unix:")
+    name = os.path.basename(upstream)
+    own = [line for line in services.splitlines() if line.startswith(f"{name}/unix/")]
+    others = [line for line in services.splitlines()
+              if "/smtpd_authorized_xclient_hosts = " in line and not line.startswith(f"{name}/unix/")
+              and line.split(" = ", 1)[1].strip()]
+    if not any("/smtpd_authorized_xclient_hosts = " in line for line in own):
+        out.append(Finding(f"postfix: service {name}/unix has no smtpd_authorized_xclient_hosts: "
+                           "the submit daemon cannot pass the login", True))
+    for line in others:
+        out.append(Finding(f"postfix: {line}: anyone who reaches that service can claim any login", True))
+    public = os.path.join(queue, "public")
+    if os.path.dirname(upstream) != public:
+        out.append(Finding(f"postfix: submit_upstream {upstream} is not in {public}/", True))
+    elif os.path.isdir(public):
+        st = os.stat(public)
+        if stat.S_IMODE(st.st_mode) & 0o007:
+            out.append(Finding(f"postfix: {public} is open to every user ({_mode(public)}): "
+                               "anyone could reach the XCLIENT service", True))
+        else:
+            out.append(Finding(f"postfix: service {name}/unix in {public}/ ({_mode(public)})"))
+    return out

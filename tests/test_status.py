@@ -1,0 +1,89 @@
+"""`sendgate status` and the MTA side of `sendgate check-config`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import program
+
+
+def run(*args):
+    result = subprocess.run([program("sendgate"), *args], capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_status_of_a_running_stack(stack):
+    status, out, err = run("status", "--dir", str(stack.dir))
+    assert (status, err) == (0, ""), out
+    d = re.escape(str(stack.dir))
+    patterns = [
+        rf"submitd: socket {d}/run/submit\.sock mode 0666 root:root",
+        r"submitd: up, \d+ session\(s\) open, the MTA answers",
+        rf"milter: socket {d}/run/milter/milter\.sock mode 0660 sendgate:postfix",
+        r"milter: up",
+        rf"postfix: {d}/postfix/etc: smtpd_milters = unix:{d}/run/milter/milter\.sock; "
+        r"milter_default_action = tempfail",
+        rf"postfix: service sendgate/unix in {d}/postfix/spool/public/ \(mode 0710 postfix:postdrop\)",
+    ]
+    lines = out.splitlines()
+    assert len(lines) == len(patterns), out
+    for line, pattern in zip(lines, patterns):
+        assert re.fullmatch(pattern, line), line
+
+
+@pytest.fixture
+def broken_postfix(stack, tmp_path):
+    """A copy of the stack's Postfix configuration, then spoiled."""
+    etc = tmp_path / "etc"
+    shutil.copytree(stack.dir / "postfix/etc", etc)
+    config = tmp_path / "sendgate.yaml"
+    config.write_text((stack.dir / "sendgate.yaml").read_text().replace(str(stack.dir / "postfix/etc"), str(etc)))
+    return etc, config
+
+
+@pytest.mark.parametrize("edit,problem", [
+    pytest.param(["milter_default_action=accept"],
+                 "postfix: milter_default_action = accept: mail passes without policy while the milter is down "
+                 "(set tempfail)", id="fail-open"),
+    pytest.param(["smtpd_milters="], "postfix: smtpd_milters does not name unix:{stack}/run/milter/milter.sock: "
+                 "SMTP mail passes without sendgate's policy", id="milter-not-attached"),
+    pytest.param(["smtpd_authorized_xclient_hosts=127.0.0.0/8"],
+                 "postfix: smtpd_authorized_xclient_hosts = 127.0.0.0/8 in main.cf: every smtpd service trusts "
+                 "XCLIENT; allow it only on the sendgate service", id="xclient-everywhere"),
+])
+def test_check_config_finds_mta_problems(stack, broken_postfix, edit, problem):
+    etc, config = broken_postfix
+    subprocess.run(["postconf", "-c", str(etc), "-e", *edit], check=True)
+    status, out, err = run("check-config", str(config))
+    assert status == 78
+    assert f"sendgate: {config}: " + problem.replace("{stack}", str(stack.dir)) in err.splitlines()
+
+
+def test_check_config_finds_xclient_on_another_service(stack, broken_postfix):
+    etc, config = broken_postfix
+    port = stack.facts["inbound"]
+    subprocess.run(["postconf", "-c", str(etc), "-P", f"{port}/inet/smtpd_authorized_xclient_hosts=127.0.0.1"],
+                   check=True)
+    status, _, err = run("check-config", str(config))
+    assert status == 78
+    assert (f"sendgate: {config}: postfix: {port}/inet/smtpd_authorized_xclient_hosts = 127.0.0.1: anyone who "
+            "reaches that service can claim any login") in err.splitlines()
+
+
+def test_check_config_of_the_stack_is_clean(stack):
+    assert run("check-config", stack.config) == (0, "", "")
+
+
+def test_status_with_everything_down(tmp_path):
+    config = tmp_path / "sendgate.yaml"
+    config.write_text(f"submit_socket: {tmp_path}/none.sock\nmilter_socket: unix:{tmp_path}/none-milter.sock\n"
+                      f"postfix_config_directory: {tmp_path}/no-postfix\n")
+    status, out, _ = run("status", "--config", str(config))
+    assert status == 1
+    assert out.splitlines()[:2] == [f"problem: submitd: down: no socket {tmp_path}/none.sock",
+                                    f"problem: milter: down: no socket {tmp_path}/none-milter.sock"]
+    assert out.splitlines()[2].startswith(f"problem: postfix: cannot read the configuration in {tmp_path}/no-postfix")
