@@ -65,6 +65,19 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number, 0 or more, got {value!r}")
+    return value
+
+
+def _redis_url(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith(("redis://", "rediss://", "unix:///")):
+        raise ValueError(f"expected redis://HOST:PORT/DB, rediss://... or unix:///path, got {text!r}")
+    return text
+
+
 def _mode(value: Any) -> int:
     # parse() hands this check the scalar as written: YAML 1.1 reads 0666
     # as octal but 666 as decimal, and a mode is clearer kept as text.
@@ -132,6 +145,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("fixup_sender", _bool, True, "Add Sender: when the user is not the single From: mailbox, replacing a Sender: that is not the user.", "boolean"),
     Key("sender_login_maps", _login_map, {}, "Addresses each login may send as (exact, *@domain, login+*@domain); a login not listed may use login@myorigin.", "login: [address, ...]"),
     Key("sender_trusted_users", _str_list, (), "Logins that may use any envelope sender and any From:.", "list of logins"),
+    Key("rate_window", _positive_int, 3600, "Length of the rate-limit window in seconds; counters start again at zero in each window.", "seconds"),
+    Key("rate_message_limit", _count, 1000, "Most messages one authenticated user may send per rate_window, over all paths; 0 means no limit.", "count"),
+    Key("rate_recipient_limit", _count, 5000, "Most recipients, summed over messages, one authenticated user may send to per rate_window; 0 means no limit.", "count"),
+    Key("rate_store", _enum("memory", "redis"), "memory", "Where sendgate-milter keeps the rate counters: memory (this process) or redis (shared by several milters).", "memory | redis"),
+    Key("rate_redis_url", _redis_url, "redis://127.0.0.1:6379/0", "The Redis server for rate_store: redis, with unix:///path for a unix socket.", "URL"),
     Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
 )
 
