@@ -119,13 +119,13 @@ def test_several_messages_on_one_connection_do_not_share_state(mta):
     pytest.param("mid-header", id="client-gone-during-data"),
 ])
 def test_aborted_message_leaves_nothing_behind(mta, where):
-    # The aborted message had a login, a From and a Sender; the next one has
-    # none of them and must be judged on its own.
-    mta.begin("sgtest1@example.org", ["bob@example.net"], SUBMISSION)
+    # The aborted message had a foreign envelope sender, a From and a
+    # Sender; the next one has none of them and must be judged on its own
+    # (the session's macros, like the login, stay for the connection).
+    mta.begin("carol@example.net", ["bob@example.net"], SUBMISSION)
     if where == "mid-header":
         mta.headers([("From", "carol@example.net"), ("Sender", "root@example.org")])
     mta.abort()
-    assert mta.message("carol@example.net", ["bob@example.net"], [("Subject", "next")], {}) == [("CONTINUE",)]
     after = mta.message("sgtest1@example.org", ["bob@example.net"], [("Subject", "then")], SUBMISSION)
     assert stable(after) == [("ADDHEADER", "Date", "<date>"), ("ADDHEADER", "Message-ID", "<id>"),
                              ("ADDHEADER", "From", ME), ("CONTINUE",)]
