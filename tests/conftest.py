@@ -162,7 +162,10 @@ def submit_smtp(stack: Stack, user: str | None, sender: str, recipients: list[st
     context = ssl.create_default_context(cafile=str(stack.dir / "postfix/tls/cert.pem"))
     context.check_hostname = False
     with smtplib.SMTP(host, port, timeout=30) as client:
-        client.starttls(context=context)
+        try:
+            client.starttls(context=context)
+        except smtplib.SMTPResponseException as err:
+            return f"{err.smtp_code} {err.smtp_error.decode()}"
         if user is not None:
             client.login(user, password if password is not None else password_of(user))
         try:
