@@ -124,10 +124,12 @@ def shared_redis():
             wait_for(directory / f"{name}.sock", [redis, *milters.values()], f"milter {name}")
         yield directory, redis, milters
     finally:
-        for proc in (*milters.values(), redis):
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+        # libmilter notices SIGTERM within a few seconds: stop all, then wait.
+        running = [proc for proc in (*milters.values(), redis) if proc.poll() is None]
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.wait(15)
         for log in logs:
             log.close()
         shutil.rmtree(directory, ignore_errors=True)
