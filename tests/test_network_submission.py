@@ -13,10 +13,12 @@ gains nothing.
 from __future__ import annotations
 
 import smtplib
+import ssl
+import subprocess
 
 import pytest
 
-from conftest import (DOMAIN, delivered, password_of, postfix_log_lines, queue_id, sendmail, submit_smtp,
+from conftest import (DOMAIN, delivered, password_of, postfix_log_lines, program, queue_id, sendmail, submit_smtp,
                       unique_marker)
 
 ME = "sendgate test user {user} <{user}@example.org>"
@@ -122,7 +124,6 @@ def dialogue(address, *commands, tls=None):
 
 
 def tls_context(stack):
-    import ssl
     context = ssl.create_default_context(cafile=str(stack.dir / "postfix/tls/cert.pem"))
     context.check_hostname = False
     return context
@@ -185,3 +186,42 @@ def test_forging_relay_client_gains_nothing(stack, request, forgery):
     # in ({auth_author}); the milter does not take it for a login.
     assert any("sasl_sender=<sgtest1@example.org>" in line for line in log) == bool(forgery["options"])
     assert f"{qid}: relay: from=<sgtest1@example.org> nrcpt=1: no fix-ups" in stack.milter_log.read_text()
+
+
+# --- the stack's services and accounts ------------------------------------------
+
+def test_stack_offers_submission_with_tls_then_auth(stack):
+    assert stack.facts["submission"] == f"127.0.0.1:{stack.submission[1]}"
+    assert stack.facts["inbound"] == f"127.0.0.1:{stack.inbound[1]}"
+    with smtplib.SMTP(*stack.submission, timeout=10) as client:
+        features = client.ehlo("client.example")[1].decode().splitlines()
+        assert "STARTTLS" in features and not any(f.startswith("AUTH") for f in features)
+        client.starttls(context=tls_context(stack))
+        features = client.ehlo("client.example")[1].decode().splitlines()
+        assert "AUTH PLAIN LOGIN" in features and "STARTTLS" not in features
+    with smtplib.SMTP(*stack.inbound, timeout=10) as client:
+        features = client.ehlo("client.example")[1].decode().splitlines()
+        assert not any(f.startswith(("AUTH", "XCLIENT")) for f in features)
+
+
+@pytest.mark.parametrize("args,want", [
+    pytest.param(["--dir", "/nonexistent/stack", "someone", "pw"],
+                 "sendgate: stack adduser: no stack in /nonexistent/stack (no /nonexistent/stack/postfix/etc/sasl):"
+                 " run `sendgate stack up` first\n", id="no-stack"),
+    pytest.param(["--dir", "{dir}", "bad login", "pw"],
+                 "sendgate: stack adduser: bad login 'bad login': use letters, digits and . _ - +\n", id="bad-login"),
+    pytest.param(["--dir", "{dir}", "someone", ""],
+                 "sendgate: stack adduser: the password must be one non-empty line\n", id="empty-password"),
+])
+def test_adduser_refuses_bad_input(stack, args, want):
+    result = subprocess.run([program("sendgate"), "stack", "adduser", *(a.replace("{dir}", str(stack.dir)) for a in args)],
+                            capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", want)
+
+
+def test_adduser_changes_a_password(stack):
+    for password in ("first-password", password_of("sgtest2")):
+        subprocess.run([program("sendgate"), "stack", "adduser", "--dir", str(stack.dir), "sgtest2", password],
+                       check=True, timeout=30)
+        assert submit_smtp(stack, "sgtest2", "sgtest2@example.org", ["bob@example.net"], "Subject: pw\n\nx\n",
+                           password) == "250 queued"
