@@ -14,7 +14,9 @@ rounds, so that every service sees the same machine state:
 
 Accepted mail goes to Postfix's discard transport, so delivery costs the
 same everywhere and little.  Prints messages per second (median of the
-rounds) and each service's rate as a ratio of the no-milter rate.
+rounds), each service's rate as a ratio of the no-milter rate, and the CPU
+time the milter process spent per message (from /proc, so other load on
+the machine does not inflate it).
 
 Usage (as root): python3 bench/milter_throughput.py [--messages N] [--sessions N]
     [--rounds N] [--size BYTES]
@@ -41,6 +43,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process and its threads so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(*argv: str, **kw) -> subprocess.CompletedProcess:
@@ -92,13 +100,18 @@ def main() -> int:
         run("postfix", "-c", conf, "reload")
         time.sleep(1)
 
+        milter_pid = int((directory / "run/milter.pid").read_text())
+        pids = {"none": None, "null": null.pid, "relay": milter_pid, "submission": milter_pid}
         rates: dict[str, list[float]] = {name: [] for name in services}
+        cpu: dict[str, float] = {name: 0.0 for name in services}
         for _ in range(args.rounds):
             for name, port in ports.items():
+                cpu_before = cpu_seconds(pids[name]) if pids[name] else 0.0
                 started = time.monotonic()
                 run("smtp-source", "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
                     "-f", "bench@example.org", "-t", "rcpt@example.net", f"127.0.0.1:{port}", timeout=600)
                 rates[name].append(args.messages / (time.monotonic() - started))
+                cpu[name] += (cpu_seconds(pids[name]) if pids[name] else 0.0) - cpu_before
         log = (directory / "log/postfix.log").read_text(errors="replace")
         refused = log.count("milter-reject") + log.count("reject:")
         decisions = (directory / "log/milter.log").read_text(errors="replace")
@@ -108,11 +121,15 @@ def main() -> int:
         print(f"milter throughput: {args.rounds} rounds x {args.messages} messages of {args.size} bytes, "
               f"{args.sessions} sessions, one message per session; refusals logged: {refused}; "
               f"sendgate milter decisions: submission={submitted} relay={relayed}")
-        print(f"{'service':<12}{'msgs/s (median)':>16}{'min':>9}{'max':>9}{'ratio to none':>15}")
+        print(f"{'service':<12}{'msgs/s (median)':>16}{'min':>9}{'max':>9}{'ratio to none':>15}"
+              f"{'milter CPU ms/msg':>19}")
+        total = args.rounds * args.messages
         for name, values in rates.items():
             median = statistics.median(values)
-            print(f"{name:<12}{median:>16.0f}{min(values):>9.0f}{max(values):>9.0f}{median / base:>15.2f}")
-        print(f"ratio submission/null: {statistics.median(rates['submission']) / statistics.median(rates['null']):.2f}")
+            print(f"{name:<12}{median:>16.0f}{min(values):>9.0f}{max(values):>9.0f}{median / base:>15.2f}"
+                  f"{1000 * cpu[name] / total:>19.3f}")
+        print(f"ratio submission/null: throughput {statistics.median(rates['submission']) / statistics.median(rates['null']):.2f}, "
+              f"milter CPU per message {cpu['submission'] / max(cpu['null'], 1e-9):.2f}")
         return 0
     finally:
         if null is not None and null.poll() is None:

@@ -18,8 +18,8 @@ import subprocess
 
 import pytest
 
-from conftest import (DOMAIN, delivered, password_of, postfix_log_lines, program, queue_id, sendmail, submit_smtp,
-                      unique_marker)
+from conftest import (DOMAIN, delivered, need_stack_prerequisites, password_of, postfix_log_lines, program, queue_id,
+                      sendmail, submit_smtp, unique_marker)
 
 ME = "sendgate test user {user} <{user}@example.org>"
 DATE = "Mon, 30 Nov 2026 10:00:00 +0000"
@@ -225,3 +225,15 @@ def test_adduser_changes_a_password(stack):
                        check=True, timeout=30)
         assert submit_smtp(stack, "sgtest2", "sgtest2@example.org", ["bob@example.net"], "Subject: pw\n\nx\n",
                            password) == "250 queued"
+
+
+@pytest.mark.parametrize("setting,want", [
+    pytest.param("bogus=1", "sendgate: --set: bogus: unknown key\n", id="unknown-key"),
+    pytest.param("novalue", "sendgate: --set: expected KEY=VALUE, got 'novalue'\n", id="no-equals"),
+])
+def test_stack_up_refuses_bad_settings(tmp_path, setting, want):
+    need_stack_prerequisites()
+    result = subprocess.run([program("sendgate"), "stack", "up", "--dir", str(tmp_path / "s"), "--set", setting],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (78, "", want)
+    assert not (tmp_path / "s").exists()
