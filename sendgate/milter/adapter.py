@@ -5,8 +5,10 @@ reset at MAIL FROM and on abort.  The callbacks before end-of-message never
 reject, so they are negotiated as no-reply steps and cost the MTA no round
 trip; the steps the policy does not read (connect, HELO, DATA, end of
 header, body, unknown commands) are not asked for at all, and the MTA sends
-only the macros named in @symlist.  At end-of-message the pure policy
-decides and apply turns its Edits into libmilter actions.
+only the macros named in MACROS (an MTA that cannot take a macro list is
+refused at negotiation, and applies its default action: tempfail).  At
+end-of-message the pure policy decides and apply turns its Edits into
+libmilter actions.
 
 Fail closed: an exception in a no-reply callback cannot refuse anything
 there, so it is remembered and end-of-message tempfails the message; an
