@@ -12,7 +12,6 @@ gains nothing.
 
 from __future__ import annotations
 
-import pathlib
 import smtplib
 import ssl
 import subprocess
@@ -77,7 +76,6 @@ def send(stack, path: str, user: str, sender: str, recipients: list[str], messag
     result = sendmail(stack, user, ["-i", "-f", sender, *recipients], message.encode())
     if result.returncode == 0:
         return "250 queued"
-    pathlib.Path(f"/home/{user}/dead.letter").unlink(missing_ok=True)
     # sendmail: sender refused: 553 5.7.1 ...; message saved in ~/dead.letter
     return result.stderr.decode().split(" refused: ", 1)[1].rsplit("; message saved", 1)[0]
 
