@@ -7,6 +7,8 @@ rounds, so that every service sees the same machine state:
 
   none        no milter                         (anchor: Postfix alone)
   null        a pymilter that does nothing      (anchor: pymilter's own cost)
+  every-step  a pymilter that does nothing, but takes and answers every
+              protocol step (what negotiating steps away saves)
   relay       the sendgate milter, unauthenticated mail (no fix-ups)
   submission  the sendgate milter, as an authenticated user (fix-ups and
               sender check; the login comes from milter_macro_defaults,
@@ -68,7 +70,7 @@ def main() -> int:
     sendgate = str(pathlib.Path(sys.executable).parent / "sendgate")
     directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-bench-", dir="/tmp"))
     directory.chmod(0o755)
-    null = None
+    nulls: list[subprocess.Popen] = []
     try:
         up = run(sendgate, "stack", "up", "--dir", str(directory), "--set", "rate_message_limit=0",
                  "--set", "rate_recipient_limit=0")
@@ -78,16 +80,18 @@ def main() -> int:
         null_dir = directory / "run/null"
         null_dir.mkdir()
         shutil.chown(null_dir, "sendgate", "sendgate")
-        null_socket = f"unix:{null_dir}/null.sock"
-        null = subprocess.Popen([sys.executable, str(HERE / "null_milter.py"), null_socket], user="sendgate",
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while not (null_dir / "null.sock").exists():
-            if time.monotonic() > deadline or null.poll() is not None:
-                raise RuntimeError("the null milter did not start")
-            time.sleep(0.05)
+        for variant in ("null", "every-step"):
+            nulls.append(subprocess.Popen([sys.executable, str(HERE / "null_milter.py"), f"unix:{null_dir}/{variant}.sock",
+                                           *(["every-step"] if variant == "every-step" else [])], user="sendgate",
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            deadline = time.monotonic() + 20
+            while not (null_dir / f"{variant}.sock").exists():
+                if time.monotonic() > deadline or nulls[-1].poll() is not None:
+                    raise RuntimeError(f"the {variant} milter did not start")
+                time.sleep(0.05)
 
-        services = {"none": "", "null": null_socket, "relay": milter, "submission": milter}
+        services = {"none": "", "null": f"unix:{null_dir}/null.sock", "every-step": f"unix:{null_dir}/every-step.sock",
+                    "relay": milter, "submission": milter}
         ports = {}
         for name, milters in services.items():
             ports[name] = free_port()
@@ -101,7 +105,8 @@ def main() -> int:
         time.sleep(1)
 
         milter_pid = int((directory / "run/milter.pid").read_text())
-        pids = {"none": None, "null": null.pid, "relay": milter_pid, "submission": milter_pid}
+        pids = {"none": None, "null": nulls[0].pid, "every-step": nulls[1].pid, "relay": milter_pid,
+                "submission": milter_pid}
         rates: dict[str, list[float]] = {name: [] for name in services}
         cpu: dict[str, float] = {name: 0.0 for name in services}
         for _ in range(args.rounds):
@@ -130,11 +135,16 @@ def main() -> int:
                   f"{1000 * cpu[name] / total:>19.3f}")
         print(f"ratio submission/null: throughput {statistics.median(rates['submission']) / statistics.median(rates['null']):.2f}, "
               f"milter CPU per message {cpu['submission'] / max(cpu['null'], 1e-9):.2f}")
+        print(f"ratio every-step/null: throughput "
+              f"{statistics.median(rates['every-step']) / statistics.median(rates['null']):.2f}, "
+              f"milter CPU per message {cpu['every-step'] / max(cpu['null'], 1e-9):.2f}")
         return 0
     finally:
-        if null is not None and null.poll() is None:
-            os.killpg(null.pid, signal.SIGTERM)
-            null.wait(15)
+        for proc in nulls:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in nulls:
+            proc.wait(15)
         subprocess.run([sendgate, "stack", "down", "--dir", str(directory)], capture_output=True, timeout=120)
         shutil.rmtree(directory, ignore_errors=True)
 
