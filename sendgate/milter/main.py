@@ -17,7 +17,9 @@ DESCRIPTION
     messages to rate_recipient_limit recipients in total per rate_window
     seconds, over every path into the MTA; further mail is tempfailed.  The
     counters live in this process (rate_store: memory) or in Redis
-    (rate_store: redis, shared by several milters and MTA hosts).
+    (rate_store: redis, shared by several milters and MTA hosts).  Redis is
+    connected on first use; while it does not answer, submitted mail is
+    tempfailed.
 
 SECURITY
     Started as root, it creates its socket, gives it to milter_socket_group
