@@ -160,7 +160,6 @@ def submit_smtp(stack: Stack, user: str | None, sender: str, recipients: list[st
     reply as "CODE TEXT"."""
     host, port = stack.submission
     context = ssl.create_default_context(cafile=str(stack.dir / "postfix/tls/cert.pem"))
-    context.check_hostname = False
     with smtplib.SMTP(host, port, timeout=30) as client:
         try:
             client.starttls(context=context)

@@ -125,7 +125,6 @@ def dialogue(address, *commands, tls=None):
 
 def tls_context(stack):
     context = ssl.create_default_context(cafile=str(stack.dir / "postfix/tls/cert.pem"))
-    context.check_hostname = False
     return context
 
 
