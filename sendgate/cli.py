@@ -2,7 +2,8 @@
     sendgate - administer sendgate
 
 SYNOPSIS
-    sendgate stack up --dir DIR [--domain DOMAIN] [--mail-owner USER]
+    sendgate stack up --dir DIR [--domain DOMAIN] [--mail-owner USER] [--set KEY=VALUE]...
+    sendgate stack adduser --dir DIR LOGIN PASSWORD
     sendgate stack down --dir DIR
     sendgate check-config [--no-mta] [FILE]
     sendgate status [--dir DIR] [--config FILE]
@@ -15,10 +16,16 @@ DESCRIPTION
                   forwarding to it with XCLIENT LOGIN.  Every message it
                   accepts is delivered to DIR/mail/Maildir.  Prints one
                   key=value per line (socket=, maildir=, config=,
-                  postfix_config=, log=, inbound=) once the stack accepts
-                  mail.  Needs root; DOMAIN (default example.org) is the
-                  domain local users send as; USER owns the Maildir (default:
-                  the sudo user, else sendgate).
+                  postfix_config=, log=, inbound=, submission=) once the
+                  stack accepts mail.  inbound= is a port-25-style service
+                  (no AUTH, no XCLIENT); submission= requires STARTTLS and
+                  then SASL AUTH (a test certificate is made at stack up).
+                  Needs root; DOMAIN (default example.org) is the domain
+                  local users send as; USER owns the Maildir (default: the
+                  sudo user, else sendgate).  --set puts KEY: VALUE (YAML)
+                  into the stack's sendgate.yaml.
+    stack adduser Create a SASL account LOGIN with PASSWORD for the stack's
+                  submission service (or change its password).
     stack down    Stop everything stack up started under DIR.
     check-config  Validate FILE (default $SENDGATE_CONFIG or
                   /etc/sendgate/sendgate.yaml), then check the MTA side as
@@ -63,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dir", required=True)
     up.add_argument("--domain", default="example.org")
     up.add_argument("--mail-owner", default=None)
+    up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings")
+    adduser = actions.add_parser("adduser", help="create a SASL account on a stack")
+    adduser.add_argument("--dir", required=True)
+    adduser.add_argument("login")
+    adduser.add_argument("password")
     down = actions.add_parser("down", help="stop a stack")
     down.add_argument("--dir", required=True)
     check = commands.add_parser("check-config", help="validate a configuration file")
@@ -73,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
     commands.add_parser("config-doc", help="print the configuration reference")
     return parser
+
+
+def parse_settings(items: list[str]) -> dict:
+    """--set KEY=VALUE words as a mapping; values are YAML scalars, and
+    config.load checks them against the schema like any other key."""
+    import yaml
+    settings = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise config.ConfigError("--set", None, None, f"expected KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     from sendgate import stack
     try:
         if args.action == "up":
-            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner)
+            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner,
+                             settings=parse_settings(args.settings))
             for key, value in facts.items():
                 print(f"{key}={value}")
+        elif args.action == "adduser":
+            stack.adduser(args.dir, args.login, args.password)
         else:
             for stopped in stack.down(args.dir):
                 print(f"stopped={stopped}")

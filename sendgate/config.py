@@ -71,6 +71,13 @@ def _count(value: Any) -> int:
     return value
 
 
+def _redis_url(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith(("redis://", "rediss://", "unix:///")):
+        raise ValueError(f"expected redis://HOST:PORT/DB, rediss://... or unix:///path, got {text!r}")
+    return text
+
+
 def _mode(value: Any) -> int:
     # parse() hands this check the scalar as written: YAML 1.1 reads 0666
     # as octal but 666 as decimal, and a mode is clearer kept as text.
@@ -156,6 +163,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("sender_mismatch_action", _enum("reject", "rewrite", "sender"), "reject", "An envelope sender the user does not own: reject it (553), rewrite it to the user's address, or accept it and name the user in Sender:.", "reject | rewrite | sender"),
     Key("from_mismatch_action", _enum("sender", "reject"), "sender", "A From: mailbox the user does not own: accept and add Sender: (RFC 6409 §8.1), or reject the message (550).", "sender | reject"),
     Key("sender_allow_null", _bool, True, "Whether users may submit with the null envelope sender <> (bounces, vacation replies).", "boolean"),
+    Key("rate_window", _positive_int, 3600, "Length of the rate-limit window in seconds; counters start again at zero in each window.", "seconds"),
+    Key("rate_message_limit", _count, 1000, "Most messages one authenticated user may send per rate_window, over all paths; 0 means no limit.", "count"),
+    Key("rate_recipient_limit", _count, 5000, "Most recipients, summed over messages, one authenticated user may send to per rate_window; 0 means no limit.", "count"),
+    Key("rate_store", _enum("memory", "redis"), "memory", "Where sendgate-milter keeps the rate counters: memory (this process) or redis (shared by several milters).", "memory | redis"),
+    Key("rate_redis_url", _redis_url, "redis://127.0.0.1:6379/0", "The Redis server for rate_store: redis, with unix:///path for a unix socket.", "URL"),
     Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
     Key("syslog_socket", _path, "/dev/log", "The syslog daemon's socket, for log_destination: syslog.", "path"),
 )

@@ -54,6 +54,9 @@ R450_RATE_LIMIT = Reply(450, "4.7.1", "Error: too many messages from uid {uid} i
 R451_UPSTREAM_LOST = Reply(451, "4.4.2", "Error: lost connection with the mail system; message not accepted, try again later")
 R451_RECIPIENT_DEFERRED = Reply(451, "4.3.0", "<{address}>: Recipient address temporarily refused, message not accepted: {detail}")
 R451_CONFIG = Reply(451, "4.3.5", "Error: server configuration problem, try again later")
+R451_MESSAGE_RATE = Reply(451, "4.7.1", "Error: too many messages from user {login}: at most {limit} per {window} seconds, try again later")
+R451_RECIPIENT_RATE = Reply(451, "4.7.1", "Error: too many recipients from user {login}: at most {limit} per {window} seconds, try again later")
+R451_POLICY_ERROR = Reply(451, "4.3.0", "Error: the mail policy could not be applied, try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")
 
 R500_SYNTAX = Reply(500, "5.5.2", "Error: bad syntax")

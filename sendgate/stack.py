@@ -16,8 +16,21 @@ Layout:
     DIR/postfix/etc/main.cf     Postfix configuration (postfix_config=)
     DIR/postfix/spool/          Postfix queue; public/sendgate is the submit
                                 daemon's XCLIENT service (group postdrop)
+    DIR/postfix/etc/sasl/       Cyrus SASL: smtpd.conf and the sasldb of the
+                                submission service (stack adduser)
+    DIR/postfix/tls/            the test certificate made at stack up
     DIR/mail/Maildir/           delivered mail (maildir=)
     DIR/log/postfix.log         Postfix's log (log=); submitd.log, milter.log
+
+Network submission (submission=): a smtpd on a loopback port that requires
+STARTTLS and then SASL AUTH, the way port 587 works on a real host.  SASL is
+Cyrus with an auxprop sasldb under DIR: smtpd checks passwords itself, in
+process, from a file of this stack, so no second daemon (Dovecot's auth
+service, saslauthd) has to be started, kept private and stopped, and the
+system's SASL configuration is never read.  The SASL directory is
+$config_directory/sasl because Debian's Postfix looks for smtpd.conf there
+(and then in /usr/lib/sasl) whatever cyrus_sasl_config_path says; main.cf
+names it in cyrus_sasl_config_path as well, for Postfix builds that honour it.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ SERVICE_USER = "sendgate"
 POSTFIX_USER = "postfix"
 POSTDROP_GROUP = "postdrop"
 LOCAL_DAEMON_NAME = "sendgate-local"
+SUBMISSION_DAEMON_NAME = "sendgate-submission"
 READY_TIMEOUT = 30.0
 
 
@@ -58,6 +72,9 @@ class Paths:
             "upstream": "postfix/spool/public/sendgate", "mail": "mail", "maildir": "mail/Maildir",
             "logs": "log", "postfix_log": "log/postfix.log", "submitd_log": "log/submitd.log",
             "milter_log": "log/milter.log", "inbound_file": "run/inbound",
+            "sasl_dir": "postfix/etc/sasl", "sasldb": "postfix/etc/sasl/sasldb2", "tls_dir": "postfix/tls",
+            "tls_cert": "postfix/tls/cert.pem", "tls_key": "postfix/tls/key.pem",
+            "submission_file": "run/submission",
         }
         if name not in where:
             raise AttributeError(name)
@@ -142,6 +159,99 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
+
+
+# --- network submission: STARTTLS + Cyrus SASL (sasldb) on a loopback port ---
+
+SASL_MECHANISMS = "PLAIN LOGIN"
+
+
+def submission_main_cf(p: Paths) -> str:
+    """main.cf lines for the submission service: SASL is Cyrus, configured
+    only from this stack's directory.  smtpd_sasl_local_domain stays empty,
+    so a client logs in as plain LOGIN, the milter sees {auth_authen}=LOGIN,
+    and Cyrus looks LOGIN up in the realm $myhostname."""
+    return f"""
+# Network submission (the submission= service in master.cf): Cyrus SASL
+# with this stack's sasldb, and the test certificate made at stack up.
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = {p.sasl_dir}
+smtpd_tls_cert_file = {p.tls_cert}
+smtpd_tls_key_file = {p.tls_key}
+"""
+
+
+def submission_master_cf(port: int) -> str:
+    """The master.cf service: TLS first, then AUTH, then mail."""
+    return f"""# Network submission on loopback, like port 587: STARTTLS required, AUTH
+# only after it, and only authenticated clients may send.  No XCLIENT.
+127.0.0.1:{port} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o milter_macro_daemon_name={SUBMISSION_DAEMON_NAME}
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+"""
+
+
+def sasl_smtpd_conf(p: Paths) -> str:
+    return (f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {p.sasldb}\n"
+            f"mech_list: {SASL_MECHANISMS}\n")
+
+
+def make_test_certificate(p: Paths, hostname: str) -> None:
+    """A self-signed certificate for hostname, valid for a week; the key is
+    read by Postfix as root before it drops privileges."""
+    _mkdir(p.tls_dir, 0o755)
+    result = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-subj", f"/CN={hostname}",
+         "-addext", f"subjectAltName=DNS:{hostname},IP:127.0.0.1", "-keyout", p.tls_key, "-out", p.tls_cert],
+        capture_output=True, text=True, timeout=60)
+    _require(result.returncode == 0, f"openssl could not make the test certificate:\n{result.stderr}")
+    os.chmod(p.tls_key, 0o600)
+
+
+def prepare_submission(p: Paths, hostname: str) -> int:
+    """Certificate, SASL configuration and an empty sasldb; returns the port."""
+    _require(shutil.which("saslpasswd2") is not None,
+             "saslpasswd2 is not installed (Debian: apt-get install sasl2-bin)")
+    _require(shutil.which("openssl") is not None, "openssl is not installed (Debian: apt-get install openssl)")
+    make_test_certificate(p, hostname)
+    _mkdir(p.sasl_dir, 0o750, group=POSTFIX_USER)
+    _write(os.path.join(p.sasl_dir, "smtpd.conf"), sasl_smtpd_conf(p), 0o640)
+    os.chown(os.path.join(p.sasl_dir, "smtpd.conf"), 0, grp.getgrnam(POSTFIX_USER).gr_gid)
+    port = _free_loopback_port()
+    _write(p.submission_file, f"127.0.0.1:{port}\n")
+    return port
+
+
+def adduser(directory: str, login: str, password: str) -> None:
+    """Create (or change the password of) a SASL account on the stack."""
+    p = Paths(os.path.abspath(directory))
+    _require(os.geteuid() == 0, "stack adduser needs root (the sasldb belongs to root, group postfix)")
+    _require(os.path.isdir(p.sasl_dir), f"no stack in {p.root} (no {p.sasl_dir}): run `sendgate stack up` first")
+    _require(bool(login) and all(c.isalnum() or c in "._-+" for c in login),
+             f"bad login {login!r}: use letters, digits and . _ - +")
+    _require(bool(password) and "\n" not in password, "the password must be one non-empty line")
+    realm = _sasl_realm(p)
+    result = subprocess.run(["saslpasswd2", "-p", "-c", "-f", p.sasldb, "-u", realm, login],
+                            input=password, capture_output=True, text=True, timeout=30)
+    _require(result.returncode == 0, f"saslpasswd2 failed: {result.stderr.strip()}")
+    os.chown(p.sasldb, 0, grp.getgrnam(POSTFIX_USER).gr_gid)
+    os.chmod(p.sasldb, 0o640)
+
+
+def _sasl_realm(p: Paths) -> str:
+    with open(os.path.join(p.postfix_config, "main.cf"), encoding="utf-8") as fp:
+        for line in fp:
+            name, _, value = line.partition("=")
+            if name.strip() == "myhostname":
+                return value.strip()
+    raise StackError(f"{p.postfix_config}/main.cf names no myhostname")
 
 
 def _free_loopback_port() -> int:
@@ -265,12 +375,16 @@ def default_mail_owner() -> str:
     return SERVICE_USER
 
 
-def up(directory: str, domain: str = "example.org", mail_owner: str | None = None) -> dict[str, str]:
+def up(directory: str, domain: str = "example.org", mail_owner: str | None = None,
+       settings: dict | None = None) -> dict[str, str]:
     """Build and start the stack; return the key=value facts `stack up` prints."""
     check_prerequisites()
     p = Paths(os.path.abspath(directory))
     _require(not any(os.path.exists(p.pidfile(n)) for n in ("submitd", "milter")),
              f"a stack seems to be running in {p.root}: run `sendgate stack down --dir {p.root}` first")
+    unknown = sorted(set(settings or {}) - set(config.KEYS))
+    if unknown:
+        raise config.ConfigError("--set", None, unknown[0], "unknown key")
     owner = mail_owner or default_mail_owner()
     mail_uid, mail_gid = _ids(owner)
     hostname = f"mail.{domain}"
@@ -285,14 +399,17 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     _mkdir(p.mail, 0o755, owner=owner)
     inbound = _free_loopback_port()
     _write(p.inbound_file, f"127.0.0.1:{inbound}\n")
-    _write(os.path.join(p.postfix_config, "main.cf"), main_cf(p, domain, hostname, mail_uid, mail_gid))
-    _write(os.path.join(p.postfix_config, "master.cf"), master_cf(p, inbound))
+    submission = prepare_submission(p, hostname)
+    _require(submission != inbound, "two services were given the same loopback port; run stack up again")
+    _write(os.path.join(p.postfix_config, "main.cf"),
+           main_cf(p, domain, hostname, mail_uid, mail_gid) + submission_main_cf(p))
+    _write(os.path.join(p.postfix_config, "master.cf"), master_cf(p, inbound) + submission_master_cf(submission))
     _write(p.config, config.render({
         "myhostname": hostname, "myorigin": domain,
         "submit_socket": p.socket, "submit_upstream": f"unix:{p.upstream}",
         "milter_socket": f"unix:{p.milter_socket}", "milter_local_daemon_name": LOCAL_DAEMON_NAME,
         "postfix_config_directory": p.postfix_config,
-        "log_destination": "stderr",
+        "log_destination": "stderr", **(settings or {}),
     }))
     config.load(p.config)  # what we wrote must pass our own check
 
@@ -309,6 +426,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     return {
         "socket": p.socket, "maildir": p.maildir, "config": p.config,
         "postfix_config": p.postfix_config, "log": p.postfix_log, "inbound": f"127.0.0.1:{inbound}",
+        "submission": f"127.0.0.1:{submission}",
         "submitd_log": p.submitd_log, "milter_log": p.milter_log, "domain": domain,
     }
 

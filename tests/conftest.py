@@ -15,6 +15,8 @@ import os
 import pathlib
 import pwd
 import shutil
+import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -85,12 +87,50 @@ class Stack:
         host, port = self.facts["inbound"].rsplit(":", 1)
         return host, int(port)
 
+    @property
+    def submission(self) -> tuple[str, int]:
+        host, port = self.facts["submission"].rsplit(":", 1)
+        return host, int(port)
+
+    @property
+    def milter_socket(self) -> str:
+        return str(self.dir / "run/milter/milter.sock")
+
+    @property
+    def milter_log(self) -> pathlib.Path:
+        return pathlib.Path(self.facts["milter_log"])
+
     def env(self) -> dict[str, str]:
         return {"SENDGATE_CONFIG": self.config, "PATH": "/usr/bin:/bin"}
 
 
-@pytest.fixture(scope="session")
-def stack():
+def start_stack(prefix: str, *settings: str) -> Stack:
+    """sendgate stack up in a new directory, with the test users' SASL
+    accounts (password: password_of(user)); --set KEY=VALUE for settings."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    directory.chmod(0o755)
+    args = [a for item in settings for a in ("--set", item)]
+    up = subprocess.run([program("sendgate"), "stack", "up", "--dir", str(directory), *args],
+                        capture_output=True, text=True, timeout=180)
+    if up.returncode != 0:
+        stop_stack(directory)
+        pytest.fail(f"stack up failed ({up.returncode}):\n{up.stdout}{up.stderr}")
+    for user in TEST_USERS:
+        add = subprocess.run([program("sendgate"), "stack", "adduser", "--dir", str(directory), user,
+                              password_of(user)], capture_output=True, text=True, timeout=60)
+        if add.returncode != 0:
+            stop_stack(directory)
+            pytest.fail(f"stack adduser {user} failed ({add.returncode}):\n{add.stderr}")
+    return Stack(directory, dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line))
+
+
+def stop_stack(directory: pathlib.Path) -> None:
+    subprocess.run([program("sendgate"), "stack", "down", "--dir", str(directory)],
+                   capture_output=True, text=True, timeout=120)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def need_stack_prerequisites() -> None:
     need(os.geteuid() == 0, "the stack tests run as root")
     need(shutil.which("postfix") is not None, "Postfix is not installed")
     for user in TEST_USERS:
@@ -98,18 +138,43 @@ def stack():
             pwd.getpwnam(user)
         except KeyError:
             need(False, f"test user {user} is missing (scripts/test creates it)")
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-test-", dir="/tmp"))
-    directory.chmod(0o755)
-    up = subprocess.run([program("sendgate"), "stack", "up", "--dir", str(directory)],
-                        capture_output=True, text=True, timeout=180)
-    if up.returncode != 0:
-        subprocess.run([program("sendgate"), "stack", "down", "--dir", str(directory)], capture_output=True)
-        pytest.fail(f"stack up failed ({up.returncode}):\n{up.stdout}{up.stderr}")
-    facts = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
-    yield Stack(directory, facts)
-    subprocess.run([program("sendgate"), "stack", "down", "--dir", str(directory)],
-                   capture_output=True, text=True, timeout=120)
-    shutil.rmtree(directory, ignore_errors=True)
+    need(shutil.which("saslpasswd2") is not None, "saslpasswd2 is not installed (sasl2-bin)")
+
+
+@pytest.fixture(scope="session")
+def stack():
+    need_stack_prerequisites()
+    started = start_stack("sendgate-test-")
+    yield started
+    stop_stack(started.dir)
+
+
+def password_of(user: str) -> str:
+    return f"secret-of-{user}"
+
+
+def submit_smtp(stack: Stack, user: str | None, sender: str, recipients: list[str], message: str,
+                password: str | None = None) -> str:
+    """Send one message on the submission port: STARTTLS (the stack's test
+    certificate verified), AUTH as user unless None.  Returns the final
+    reply as "CODE TEXT"."""
+    host, port = stack.submission
+    context = ssl.create_default_context(cafile=str(stack.dir / "postfix/tls/cert.pem"))
+    with smtplib.SMTP(host, port, timeout=30) as client:
+        try:
+            client.starttls(context=context)
+        except smtplib.SMTPResponseException as err:
+            return f"{err.smtp_code} {err.smtp_error.decode()}"
+        if user is not None:
+            client.login(user, password if password is not None else password_of(user))
+        try:
+            client.sendmail(sender, recipients, message)
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as err:
+            return f"{err.smtp_code} {err.smtp_error.decode()}"
+        except smtplib.SMTPRecipientsRefused as err:
+            code, text = next(iter(err.recipients.values()))
+            return f"{code} {text.decode()}"
+    return "250 queued"
 
 
 def run_as(user: str, argv: list[str], stdin: bytes = b"", env: dict | None = None,

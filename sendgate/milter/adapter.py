@@ -3,12 +3,22 @@
 One PolicyMilter instance serves one MTA connection; per-message state is
 reset at MAIL FROM and on abort.  The callbacks before end-of-message never
 reject, so they are negotiated as no-reply steps and cost the MTA no round
-trip.  At end-of-message one pure policy call decides and apply_edits turns its
-Edits into libmilter actions.
+trip; the steps the policy does not read (connect, HELO, DATA, end of
+header, body, unknown commands) are not asked for at all, and the MTA sends
+only the macros named in MACROS (an MTA that cannot take a macro list is
+refused at negotiation, and applies its default action: tempfail).  At
+end-of-message the pure policy decides and apply turns its Edits into
+libmilter actions.
+
+Fail closed: an exception in a no-reply callback cannot refuse anything
+there, so it is remembered and end-of-message tempfails the message; an
+exception at end-of-message tempfails it at once.  Either way one log line
+names the callback and the error.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pwd
@@ -19,9 +29,11 @@ from email.utils import formatdate
 
 import Milter
 
+from sendgate import replies
 from sendgate.daemon import quote
-from sendgate.policy import fixups
-from sendgate.policy.identity import Mode, Principal, mode_for
+from sendgate.milter.ratestore import RateStore
+from sendgate.policy import fixups, limits
+from sendgate.policy.identity import Mode, Principal, mode_for, session_login
 from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
 from sendgate.policy.sender import SenderRules, default_address
 from sendgate.policy.submission import decide
@@ -33,6 +45,25 @@ log = logging.getLogger("sendgate/milter")
 class MilterSettings:
     fixups: fixups.FixupSettings
     rules: SenderRules
+    rates: limits.RateLimits
+    store: RateStore
+    local_daemon_name: str = "sendgate-local"
+
+
+def collecting(func):
+    """For the no-reply callbacks: an exception is logged and remembered, so
+    that end-of-message tempfails instead of the message passing unchecked."""
+    @functools.wraps(func)
+    def wrapper(self, *args):
+        try:
+            return func(self, *args)
+        except Exception as err:  # noqa: BLE001 - any failure must fail closed
+            if self.failure is None:
+                self.failure = f"{func.__name__}: {type(err).__name__}: {err}"
+                log.error("error in %s callback: %s: %s (the message will be tempfailed)",
+                          func.__name__, type(err).__name__, quote(str(err)))
+            return Milter.CONTINUE
+    return wrapper
 
 
 def full_name(login: str) -> str:
@@ -86,8 +117,31 @@ class SettingsSource:
         return self.settings
 
 
+# The macros the policy reads, asked for at negotiation so that the MTA
+# sends these and no others.  {daemon_name} is a connect macro by default,
+# and the connect step is not negotiated, so it is asked for at MAIL.
+MACROS = {Milter.M_ENVFROM: ("{auth_authen}", "{auth_type}", "{daemon_name}"), Milter.M_EOM: ("i",)}
+# The only edits the policy makes: header fields added, changed, deleted,
+# and the envelope sender; the MTA is told not to expect any other.
+ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.SETSYMLIST
+
+
 class PolicyMilter(Milter.Base):
     source: SettingsSource  # set once by main() before the milter starts
+
+    def negotiate(self, opts: list[int]) -> int:
+        """Base.negotiate asks for no-reply and skipped steps from the
+        decorators; the macro lists are set here because pymilter 1.0.5's
+        @symlist passes libmilter bytes where it needs str, which would make
+        Base.negotiate fall back to every step with a reply."""
+        rc = super().negotiate(opts)
+        if rc == Milter.CONTINUE:
+            opts[0] = self._actions = self._actions & ACTIONS
+            if not self._actions & Milter.SETSYMLIST:
+                raise Milter.DisabledAction("SETSYMLIST")
+            for stage, names in MACROS.items():
+                self._ctx.setsymlist(stage, " ".join(names))
+        return rc
 
     def __init__(self) -> None:
         self.settings = self.source.current()
@@ -98,26 +152,61 @@ class PolicyMilter(Milter.Base):
         self.login: str | None = None
         self.fields: list[Field] = []
         self.nrcpt = 0
+        self.failure: str | None = None
 
     @Milter.noreply
+    @collecting
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.reset()
         self.mail_from = mailfrom[1:-1] if mailfrom.startswith("<") and mailfrom.endswith(">") else mailfrom
-        self.login = self.getsymval("{auth_authen}") or None
+        auth_type, daemon = self.getsymval("{auth_type}"), self.getsymval("{daemon_name}")
+        self.login = session_login(self.getsymval("{auth_authen}"), auth_type, daemon,
+                                   self.settings.local_daemon_name)
+        if self.login is None and self.getsymval("{auth_authen}"):
+            log.warning("ignoring login=%s: auth_type=%s on daemon_name=%s, which is not %s",
+                        quote(self.getsymval("{auth_authen}")), quote(auth_type or ""), quote(daemon or ""),
+                        self.settings.local_daemon_name)
         return Milter.CONTINUE
 
     @Milter.noreply
+    @collecting
     def envrcpt(self, to: str, *params: str) -> int:
         self.nrcpt += 1
         return Milter.CONTINUE
 
     @Milter.noreply
+    @collecting
     def header(self, name: str, value: str) -> int:
         self.fields.append(Field(name, value))
         return Milter.CONTINUE
 
     def eom(self) -> int:
         qid = self.getsymval("i") or "NOQUEUE"
+        try:
+            if self.failure is not None:
+                raise RuntimeError(f"earlier callback failed: {self.failure}")
+            return self.decide(qid)
+        except Exception as err:  # noqa: BLE001 - any failure must fail closed
+            log.error("%s: error in end-of-message: %s: %s: tempfail", qid, type(err).__name__, quote(str(err)))
+            return self.refuse(replies.R451_POLICY_ERROR, Milter.TEMPFAIL)
+
+    def refuse(self, reply, action: int) -> int:
+        self.setreply(str(reply.code), reply.enhanced, reply.text.replace("%", "%%"))
+        return action
+
+    def rate_refusal(self, login: str):
+        """Count this message for login; the refusal when it is over a limit."""
+        rates = self.settings.rates
+        if not rates.active:
+            return None
+        start = limits.window_start(time.time(), rates.window)
+        usage = self.settings.store.add(login, start, rates.window, 1, self.nrcpt)
+        refusal = limits.check_rate(login, usage, rates)
+        if refusal is not None:
+            self.settings.store.add(login, start, rates.window, -1, -self.nrcpt)
+        return refusal
+
+    def decide(self, qid: str) -> int:
         facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
         if mode_for(self.login) is Mode.RELAY:
             log.info("%s: relay: %s: no fix-ups", qid, facts)
@@ -129,8 +218,11 @@ class PolicyMilter(Milter.Base):
         if decision.reply is not None:
             refusal = decision.reply
             log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, refusal)
-            self.setreply(str(refusal.code), refusal.enhanced, refusal.text.replace("%", "%%"))
-            return Milter.REJECT
+            return self.refuse(refusal, Milter.REJECT)
+        refusal = self.rate_refusal(login)
+        if refusal is not None:
+            log.info("%s: defer: login=%s %s: %s", qid, quote(login), facts, refusal)
+            return self.refuse(refusal, Milter.TEMPFAIL)
         if decision.new_sender is not None:
             self.chgfrom(f"<{decision.new_sender}>")
         self.apply(list(decision.edits))

@@ -10,7 +10,16 @@ DESCRIPTION
     LOGIN from sendgate-submitd) it applies the RFC 6409 submission fix-ups
     (Date:, Message-ID:, From: when missing, Sender: when the user is not the
     author) and checks that the user may use the envelope sender.  Other
-    mail is relayed untouched.
+    mail is relayed untouched.  A login that arrived by XCLIENT counts only
+    on milter_local_daemon_name, the submit daemon's own service.
+
+    Rate limits: each authenticated user may send rate_message_limit
+    messages to rate_recipient_limit recipients in total per rate_window
+    seconds, over every path into the MTA; further mail is tempfailed.  The
+    counters live in this process (rate_store: memory) or in Redis
+    (rate_store: redis, shared by several milters and MTA hosts).  Redis is
+    connected on first use; while it does not answer, submitted mail is
+    tempfailed.
 
     Configuration changes take effect without a restart: on each new MTA
     connection the milter looks at the configuration file (at most once a
@@ -30,7 +39,11 @@ CONFIGURATION
     fixup_date, fixup_message_id, fixup_from, fixup_sender, fixup_qualify,
     fixup_bcc, sender_login_maps, sender_trusted_users,
     sender_mismatch_action, from_mismatch_action, sender_allow_null,
-    log_destination.
+    milter_local_daemon_name, rate_window, rate_message_limit,
+    rate_recipient_limit, rate_store, rate_redis_url, log_destination,
+    syslog_socket.  A reload applies every key but milter_socket,
+    milter_socket_group, milter_user, rate_store and rate_redis_url, which
+    need a restart.
     See docs/configuration.md.
 
 DIAGNOSTICS
@@ -38,7 +51,10 @@ DIAGNOSTICS
       QUEUEID: submission: login=alice from=<...> nrcpt=1 fixups=+Date,+Sender: accepted
       QUEUEID: reject: login=alice from=<...> nrcpt=1: 553 5.7.1 ...
       QUEUEID: relay: from=<...> nrcpt=1: no fix-ups
-    An exception inside a callback makes the MTA tempfail the message.
+      QUEUEID: defer: login=alice from=<...> nrcpt=1: 451 4.7.1 Error: too many messages ...
+      QUEUEID: error in end-of-message: StoreError: redis: ...: tempfail
+    Any exception in a callback, and a rate store that does not answer,
+    make the MTA tempfail the message (451 4.3.0).
     Exit status 78 for a configuration error, 71 when the socket cannot be made.
 
 SEE ALSO
@@ -54,19 +70,28 @@ import Milter
 import milter as libmilter
 
 from sendgate import config, daemon
-from sendgate.milter.adapter import MilterSettings, PolicyMilter, SettingsSource
+from sendgate.milter.adapter import ACTIONS, MilterSettings, PolicyMilter, SettingsSource
+from sendgate.milter.ratestore import StoreError, open_store
+from sendgate.policy.limits import RateLimits
 
 PROGRAM = "sendgate/milter"
 
 
-def settings_from(cfg) -> MilterSettings:
-    return MilterSettings(fixups=cfg.fixup_settings(), rules=cfg.sender_rules())
+def settings_from(cfg, store) -> MilterSettings:
+    return MilterSettings(
+        fixups=cfg.fixup_settings(),
+        rules=cfg.sender_rules(),
+        rates=RateLimits(window=cfg.rate_window, messages=cfg.rate_message_limit,
+                         recipients=cfg.rate_recipient_limit),
+        store=store,
+        local_daemon_name=cfg.milter_local_daemon_name,
+    )
 
 
 def register() -> None:
     """Install the callbacks (what Milter.runmilter does, minus serving)."""
     Milter.factory = PolicyMilter
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM)
+    Milter.set_flags(ACTIONS)
     libmilter.set_connect_callback(Milter.connect_callback)
     libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
     libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
@@ -82,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     args = daemon.argument_parser("sendgate-milter", __doc__).parse_args(argv)
     cfg = daemon.load_config_or_exit("sendgate-milter", args.config)
     log = daemon.setup_logging(PROGRAM, cfg.log_destination, cfg.syslog_socket)
-    PolicyMilter.source = SettingsSource(args.config, settings_from(cfg),
-                                         lambda path: settings_from(config.load(path)))
     path = cfg.milter_socket.removeprefix("unix:")
     gid = daemon.group_id(cfg.milter_socket_group, log)
 
@@ -103,8 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     os.chown(path, owner, gid)
     os.chmod(path, 0o660)
     daemon.drop_privileges(cfg.milter_user, log)
+    try:
+        store = open_store(cfg.rate_store, cfg.rate_redis_url)
+    except StoreError as err:
+        log.critical("%s", err)
+        return daemon.EX_CONFIG
+    PolicyMilter.source = SettingsSource(args.config, settings_from(cfg, store),
+                                         lambda path: settings_from(config.load(path), store))
 
-    log.info("listening on %s", cfg.milter_socket)
+    log.info("listening on %s (rate counters: %s)", cfg.milter_socket, cfg.rate_store)
     try:
         libmilter.main()
     except libmilter.error as err:

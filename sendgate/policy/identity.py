@@ -32,3 +32,20 @@ def mode_for(auth_login: str | None) -> Mode:
     it by anything it writes in the message or in MAIL FROM.
     """
     return Mode.SUBMISSION if auth_login else Mode.RELAY
+
+
+def session_login(auth_login: str | None, auth_type: str | None, daemon_name: str | None,
+                  local_daemon_name: str) -> str | None:
+    """The login a session may be trusted with, or None.
+
+    An XCLIENT login is the submit socket's way of passing on the kernel's
+    word, and only its dedicated MTA service (local_daemon_name) accepts
+    XCLIENT.  Should an XCLIENT login show up on any other service, XCLIENT
+    has been allowed there by mistake and a network client may have named
+    itself: the login is ignored and the mail is relayed.
+    """
+    if not auth_login:
+        return None
+    if (auth_type or "").upper() == "XCLIENT" and daemon_name != local_daemon_name:
+        return None
+    return auth_login

@@ -2,10 +2,11 @@
 at end of message.
 
 decide() combines, in this order:
-1. header sanity: a NUL byte in any field, or a repeated From, Sender, Date
-   or Message-ID (RFC 5322 §3.6 allows one each), rejects the message with
+1. header sanity: a NUL byte in any field, or a repeated From, Date or
+   Message-ID (RFC 5322 §3.6 allows one each), rejects the message with
    554 5.6.0 naming the field: the fix-ups could not say what the message
-   means;
+   means.  (Several Sender: fields are not refused: the fix-ups replace
+   them with one naming the user, or remove them);
 2. the envelope sender rule (sender.envelope_verdict): reject, or rewrite;
 3. the From: rule (sender.check_from), with From: qualified first;
 4. the fix-ups (fixups.submission_fixups).
@@ -24,7 +25,7 @@ from sendgate.policy.message import Edit, Field
 from sendgate.policy.sender import Mismatch, SenderRules, check_from, envelope_verdict
 from sendgate.replies import Reply
 
-ONCE_ONLY = frozenset({"from", "sender", "date", "message-id"})
+ONCE_ONLY = frozenset({"from", "date", "message-id"})
 
 
 @dataclass(frozen=True)
