@@ -8,6 +8,7 @@ SYNOPSIS
     sendgate check-config [--no-mta] [FILE]
     sendgate status [--dir DIR] [--config FILE]
     sendgate config-doc
+    sendgate man-pages DIR
 
 DESCRIPTION
     stack up      Build and start a private stack under DIR: a Postfix
@@ -38,6 +39,8 @@ DESCRIPTION
                   installed configuration or the stack under DIR.  Exit 1
                   when a problem is found, each on a "problem:" line.
     config-doc    Print the configuration reference (Markdown).
+    man-pages     Write the manual pages, built from each command's --help
+                  and from the configuration schema, into DIR.
 
     To send through a stack:  SENDGATE_CONFIG=DIR/sendgate.yaml sendgate-sendmail -t -i < message
 
@@ -84,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dir", help="a stack started with `stack up`")
     status.add_argument("--config", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
     commands.add_parser("config-doc", help="print the configuration reference")
+    man = commands.add_parser("man-pages", help="write the manual pages")
+    man.add_argument("dir")
     return parser
 
 
@@ -123,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(f.problem for f in findings) else 0
     if args.command == "config-doc":
         sys.stdout.write(config.reference_markdown())
+        return 0
+    if args.command == "man-pages":
+        from sendgate import manpages
+        for path in manpages.write(args.dir):
+            print(path)
         return 0
     from sendgate import stack
     try:
