@@ -78,6 +78,14 @@ def _redis_url(value: Any) -> str:
     return text
 
 
+def _listen(value: Any) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _str(value)
+    host, _, port = text.rpartition(":")
+    if text and not (port.isdigit() and 0 < int(port) < 65536 and (not host or all(part for part in host.split(".")))):
+        raise ValueError(f"expected PORT or ADDRESS:PORT, got {value!r}")
+    return text
+
+
 def _mode(value: Any) -> int:
     # parse() hands this check the scalar as written: YAML 1.1 reads 0666
     # as octal but 666 as decimal, and a mode is clearer kept as text.
@@ -148,9 +156,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("submit_command_length_limit", _positive_int, 2048, "Longest SMTP command line accepted, in bytes.", "bytes"),
     Key("submit_session_timeout", _positive_int, 3600, "Longest a session may last, however busy.", "seconds"),
     Key("submit_shutdown_timeout", _positive_int, 30, "On SIGTERM, how long sessions in the middle of a message may take to finish.", "seconds"),
+    Key("submit_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-submitd here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT"),
     Key("milter_socket", _socket_spec, "unix:/run/sendgate/milter.sock", "Unix socket where sendgate-milter listens for the MTA.", "unix:path"),
     Key("milter_socket_group", _str, "postfix", "Group given access to milter_socket (the MTA's account).", "group"),
     Key("milter_user", _str, "sendgate", "Account sendgate-milter runs as.", "login"),
+    Key("milter_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-milter here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT"),
     Key("milter_local_daemon_name", _str, "sendgate-local", "The {daemon_name} of the MTA service fed by sendgate-submitd.", "string"),
     Key("fixup_date", _bool, True, "Add Date: to submitted mail that has none (Resent-Date: when resent).", "boolean"),
     Key("fixup_message_id", _bool, True, "Add Message-ID: to submitted mail that has none (Resent-Message-ID: when resent).", "boolean"),

@@ -31,6 +31,7 @@ import Milter
 
 from sendgate import replies
 from sendgate.daemon import quote
+from sendgate.metrics import Metrics
 from sendgate.milter.ratestore import RateStore
 from sendgate.policy import fixups, limits
 from sendgate.policy.identity import Mode, Principal, mode_for, session_login
@@ -128,6 +129,7 @@ ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.SETSYMLIST
 
 class PolicyMilter(Milter.Base):
     source: SettingsSource  # set once by main() before the milter starts
+    metrics = Metrics()     # replaced by main() when milter_metrics_listen is set
 
     def negotiate(self, opts: list[int]) -> int:
         """Base.negotiate asks for no-reply and skipped steps from the
@@ -182,13 +184,18 @@ class PolicyMilter(Milter.Base):
 
     def eom(self) -> int:
         qid = self.getsymval("i") or "NOQUEUE"
+        started = time.perf_counter()
         try:
             if self.failure is not None:
                 raise RuntimeError(f"earlier callback failed: {self.failure}")
-            return self.decide(qid)
+            action = self.decide(qid)
         except Exception as err:  # noqa: BLE001 - any failure must fail closed
             log.error("%s: error in end-of-message: %s: %s: tempfail", qid, type(err).__name__, quote(str(err)))
-            return self.refuse(replies.R451_POLICY_ERROR, Milter.TEMPFAIL)
+            action = self.refuse(replies.R451_POLICY_ERROR, Milter.TEMPFAIL)
+        outcome = {Milter.CONTINUE: "accepted", Milter.REJECT: "rejected"}.get(action, "tempfail")
+        self.metrics.message("milter", mode_for(self.login).value, outcome)
+        self.metrics.milter_time(time.perf_counter() - started)
+        return action
 
     def refuse(self, reply, action: int) -> int:
         self.setreply(str(reply.code), reply.enhanced, reply.text.replace("%", "%%"))
@@ -226,6 +233,11 @@ class PolicyMilter(Milter.Base):
         if decision.new_sender is not None:
             self.chgfrom(f"<{decision.new_sender}>")
         self.apply(list(decision.edits))
+        for edit in decision.edits:
+            action = "add" if isinstance(edit, AddHeader) else ("change" if edit.value else "delete")
+            self.metrics.fixup(action, edit.name)
+        if decision.new_sender is not None:
+            self.metrics.fixup("rewrite", "envelope-sender")
         changed = [describe(e) for e in decision.edits]
         if decision.new_sender is not None:
             changed.append(f"sender=<{decision.new_sender}>")

@@ -40,8 +40,8 @@ CONFIGURATION
     fixup_bcc, sender_login_maps, sender_trusted_users,
     sender_mismatch_action, from_mismatch_action, sender_allow_null,
     milter_local_daemon_name, rate_window, rate_message_limit,
-    rate_recipient_limit, rate_store, rate_redis_url, log_destination,
-    syslog_socket.  A reload applies every key but milter_socket,
+    rate_recipient_limit, rate_store, rate_redis_url, milter_metrics_listen,
+    log_destination, syslog_socket.  A reload applies every key but milter_socket,
     milter_socket_group, milter_user, rate_store and rate_redis_url, which
     need a restart.
     See docs/configuration.md.
@@ -70,6 +70,7 @@ import Milter
 import milter as libmilter
 
 from sendgate import config, daemon
+from sendgate.metrics import Metrics
 from sendgate.milter.adapter import ACTIONS, MilterSettings, PolicyMilter, SettingsSource
 from sendgate.milter.ratestore import StoreError, open_store
 from sendgate.policy.limits import RateLimits
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     PolicyMilter.source = SettingsSource(args.config, settings_from(cfg, store),
                                          lambda path: settings_from(config.load(path), store))
 
+    PolicyMilter.metrics = Metrics.start(cfg.milter_metrics_listen, log)
     log.info("listening on %s (rate counters: %s)", cfg.milter_socket, cfg.rate_store)
     try:
         libmilter.main()

@@ -43,7 +43,7 @@ CONFIGURATION
     submit_recipient_limit, submit_command_length_limit, submit_allow_users,
     submit_allow_groups, submit_deny_users, submit_deny_groups,
     submit_sessions_per_uid, submit_session_limit, submit_message_rate_limit,
-    submit_rate_window, myhostname, myorigin, sender_login_maps,
+    submit_rate_window, submit_metrics_listen, myhostname, myorigin, sender_login_maps,
     sender_trusted_users, sender_mismatch_action, sender_allow_null,
     log_destination.  See docs/configuration.md.
 
@@ -72,6 +72,7 @@ import stat
 import sys
 
 from sendgate import config, daemon
+from sendgate.metrics import Metrics
 from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
 
 PROGRAM = "sendgate/submit"
@@ -152,7 +153,8 @@ def bind_socket(path: str, mode: int, group: str, log) -> socket.socket:
 
 # Settings that a reload cannot change: they were used before privileges
 # were dropped, or name the daemon's own socket.
-RESTART_ONLY = ("submit_socket", "submit_socket_mode", "submit_socket_group", "submit_user", "log_destination")
+RESTART_ONLY = ("submit_socket", "submit_socket_mode", "submit_socket_group", "submit_user", "log_destination",
+                "submit_metrics_listen")
 
 
 class Service:
@@ -184,7 +186,7 @@ class Service:
 
 async def serve(sock: socket.socket, service: Service, inherited: bool) -> None:
     cfg, log = service.cfg, service.log
-    registry = Registry()
+    registry = Registry(Metrics.start(cfg.submit_metrics_listen, log))
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(
         lambda: SubmitSMTP(service.settings, service.timeout, registry), sock=sock)

@@ -37,6 +37,7 @@ from aiosmtpd.smtp import SMTP, Session
 
 from sendgate import replies
 from sendgate.daemon import quote
+from sendgate.metrics import Metrics
 from sendgate.policy.admission import AdmissionRules, Peer, may_submit, rate_refusal, session_refusal
 from sendgate.policy.envelope import HeaderError, recipients_from_header
 from sendgate.policy.message import delete_fields, split_message
@@ -103,7 +104,8 @@ class Registry:
     """The sessions of one daemon: counts for the limits, message times for
     the rate limit, and the shutdown state.  Shared by every connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
         self.sessions: set["SubmitSMTP"] = set()
         self.per_uid: collections.Counter[int] = collections.Counter()
         self.recent: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
@@ -114,11 +116,13 @@ class Registry:
     def add(self, server: "SubmitSMTP") -> None:
         self.sessions.add(server)
         self.per_uid[server.s.uid] += 1
+        self.metrics.sessions(+1)
         self.empty.clear()
 
     def remove(self, server: "SubmitSMTP") -> None:
         if server in self.sessions:
             self.sessions.discard(server)
+            self.metrics.sessions(-1)
             self.per_uid[server.s.uid] -= 1
             if self.per_uid[server.s.uid] <= 0:
                 del self.per_uid[server.s.uid]
@@ -158,6 +162,10 @@ class SubmitSession(Session):
         self.txn: Transaction | None = None
         self.in_data = False
         self.who = Peer(-1, "", frozenset())
+
+
+def outcome_of(reply) -> str:
+    return "accepted" if reply.ok else ("tempfail" if reply.code < 500 else "rejected")
 
 
 def valid_helo(name: str | None) -> bool:
@@ -415,12 +423,14 @@ class SubmitSMTP(SMTP):
         if refusal is not None and self.settings.rules.envelope_mismatch is Mismatch.REJECT:
             log.info("%s: reject: MAIL from uid=%d login=%s: %s; from=<%s>",
                      s.sid, s.uid, s.login, refusal, quote(sender))
+            self.registry.metrics.message("submit", "local", "rejected")
             await self.reply(refusal)
             return
         refusal = rate_refusal(self.peer(), self.settings.admission, self._recent(), self.loop.time())
         if refusal is not None:
             log.info("%s: reject: MAIL from uid=%d login=%s: %s (submit_message_rate_limit)",
                      s.sid, s.uid, s.login, refusal)
+            self.registry.metrics.message("submit", "local", "tempfail")
             await self.reply(refusal)
             return
         txn = Transaction(sender, params, rcpthdr)
@@ -545,6 +555,7 @@ class SubmitSMTP(SMTP):
                  " rcpthdr" if txn.rcpthdr else "", "accepted" if reply.ok else "rejected", quote(str(reply)))
         if reply.ok:
             self._recent().append(self.loop.time())
+        self.registry.metrics.message("submit", "local", outcome_of(reply))
         return str(reply)
 
     def _recent(self) -> collections.deque[float]:
@@ -578,7 +589,10 @@ class SubmitSMTP(SMTP):
         reply = await up.command("DATA")
         if reply.code != 354:
             return reply, nrcpt, content
-        return await up.message(content), nrcpt, content
+        started = self.loop.time()
+        reply = await up.message(content)
+        self.registry.metrics.upstream_time(self.loop.time() - started)
+        return reply, nrcpt, content
 
     async def _replay_envelope(self, txn: Transaction, recipients: tuple[str, ...]) -> Reply | None:
         """MAIL and one RCPT per recipient for an RCPTHDR transaction.  The
