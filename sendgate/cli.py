@@ -9,6 +9,7 @@ SYNOPSIS
     sendgate status [--dir DIR] [--config FILE]
     sendgate config-doc
     sendgate man-pages DIR
+    sendgate setup-postfix [--root DIR] [--domain DOMAIN] [--undo]
 
 DESCRIPTION
     stack up      Build and start a private stack under DIR: a Postfix
@@ -39,6 +40,11 @@ DESCRIPTION
                   installed configuration or the stack under DIR.  Exit 1
                   when a problem is found, each on a "problem:" line.
     config-doc    Print the configuration reference (Markdown).
+    setup-postfix Wire sendgate into this host's Postfix (or the tree under
+                  --root): /etc/sendgate/sendgate.yaml from the example, the
+                  systemd units, and in Postfix the `sendgate` service and the
+                  milter, failing closed.  --undo takes it out again.  Starts
+                  nothing; see the README's install guide for the rest.
     man-pages     Write the manual pages, built from each command's --help
                   and from the configuration schema, into DIR.
 
@@ -57,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from sendgate import config
@@ -87,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--dir", help="a stack started with `stack up`")
     status.add_argument("--config", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
     commands.add_parser("config-doc", help="print the configuration reference")
+    setup = commands.add_parser("setup-postfix", help="wire sendgate into Postfix")
+    setup.add_argument("--root", default="/")
+    setup.add_argument("--domain", default=None, help="myorigin for a new configuration file")
+    setup.add_argument("--undo", action="store_true")
     man = commands.add_parser("man-pages", help="write the manual pages")
     man.add_argument("dir")
     return parser
@@ -128,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(f.problem for f in findings) else 0
     if args.command == "config-doc":
         sys.stdout.write(config.reference_markdown())
+        return 0
+    if args.command == "setup-postfix":
+        from sendgate import hostsetup
+        try:
+            if args.undo:
+                steps = hostsetup.undo(args.root)
+            else:
+                steps = hostsetup.setup(args.root, args.domain or socket.getfqdn())
+        except hostsetup.SetupError as err:
+            print(f"sendgate: setup-postfix: {err}", file=sys.stderr)
+            return 1
+        for step in steps:
+            print(step)
         return 0
     if args.command == "man-pages":
         from sendgate import manpages

@@ -1,0 +1,118 @@
+"""Wiring sendgate into an existing Postfix host, and taking it out again.
+
+`sendgate setup-postfix` does the file and Postfix steps of the install
+guide (README, "Install on an existing Postfix host"); everything is
+relative to --root so that the same steps run on a scratch tree in the
+tests:
+
+1. /etc/sendgate/sendgate.yaml from the example, with myorigin set (kept
+   when it exists);
+2. the systemd units into /etc/systemd/system;
+3. Postfix: the `sendgate` smtpd service in master.cf (public/, XCLIENT
+   allowed there alone) and, in main.cf, the milter with
+   milter_default_action = tempfail.  The main.cf values it replaces are
+   saved in /etc/sendgate/postfix-before.conf;
+4. `--undo` removes the service, restores the saved main.cf values and
+   removes the units; the configuration file is left in place.
+
+It does not start anything, create users or replace /usr/sbin/sendmail:
+those steps are the administrator's (see the guide).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol")
+UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
+SERVICE = ("sendgate/unix", "sendgate unix n - n - - smtpd")
+SERVICE_PARAMETERS = {
+    "smtpd_authorized_xclient_hosts": "127.0.0.1",
+    "milter_macro_daemon_name": "sendgate-local",
+    "local_header_rewrite_clients": "",
+    "syslog_name": "postfix/sendgate",
+}
+
+
+class SetupError(Exception):
+    pass
+
+
+def _at(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _postconf(root: str, *args: str) -> str:
+    result = subprocess.run(["postconf", "-c", _at(root, "/etc/postfix"), *args],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise SetupError(f"postconf {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _example(name: str) -> str:
+    """A file of config/, as installed with the package under share/sendgate,
+    with the unit files' program paths pointing at this installation."""
+    with open(os.path.join(sys.prefix, "share/sendgate", name), encoding="utf-8") as fp:
+        return fp.read().replace("/opt/sendgate/venv", sys.prefix)
+
+
+def setup(root: str, domain: str, milter_socket: str = "unix:/run/sendgate/milter.sock") -> list[str]:
+    done = []
+    etc = _at(root, "/etc/sendgate")
+    os.makedirs(etc, exist_ok=True)
+    config_path = os.path.join(etc, "sendgate.yaml")
+    if not os.path.exists(config_path):
+        text = _example("sendgate.yaml").replace("example.org", domain)
+        with open(config_path, "w", encoding="utf-8") as fp:
+            fp.write(text)
+        os.chmod(config_path, 0o644)
+        done.append(f"wrote {config_path}")
+    units = _at(root, "/etc/systemd/system")
+    os.makedirs(units, exist_ok=True)
+    for unit in UNITS:
+        with open(os.path.join(units, unit), "w", encoding="utf-8") as fp:
+            fp.write(_example(f"systemd/{unit}"))
+        done.append(f"installed {os.path.join(units, unit)}")
+    saved = os.path.join(etc, "postfix-before.conf")
+    if not os.path.exists(saved):
+        # Only what main.cf sets explicitly: undo removes the rest again.
+        explicit = [line for line in _postconf(root, "-n").splitlines() if line.split(" = ")[0] in MAIN_SETTINGS]
+        with open(saved, "w", encoding="utf-8") as fp:
+            fp.write("".join(line + "\n" for line in explicit))
+        done.append(f"saved the main.cf values it changes in {saved}")
+    milters = _postconf(root, "-h", "smtpd_milters").strip()
+    if milter_socket not in milters.replace(",", " ").split():
+        milters = f"{milters} {milter_socket}".strip()
+    _postconf(root, "-e", f"smtpd_milters={milters}", "milter_default_action=tempfail", "milter_protocol=6")
+    _postconf(root, "-M", f"{SERVICE[0]}={SERVICE[1]}")
+    for name, value in SERVICE_PARAMETERS.items():
+        _postconf(root, "-P", f"{SERVICE[0]}/{name}={value}")
+    done.append("postfix: added the sendgate service and the milter (run `postfix reload`)")
+    return done
+
+
+def undo(root: str) -> list[str]:
+    done = []
+    if _postconf(root, "-M", SERVICE[0]).strip():
+        _postconf(root, "-MX", SERVICE[0])
+        done.append("postfix: removed the sendgate service")
+    saved = _at(root, "/etc/sendgate/postfix-before.conf")
+    if os.path.exists(saved):
+        with open(saved, encoding="utf-8") as fp:
+            values = dict(line.rstrip("\n").split(" = ", 1) for line in fp if " = " in line)
+        if values:
+            _postconf(root, "-e", *(f"{k}={v}" for k, v in values.items()))
+        unset = [name for name in MAIN_SETTINGS if name not in values]
+        _postconf(root, "-X", *unset)
+        os.unlink(saved)
+        done.append("postfix: restored " + ", ".join(MAIN_SETTINGS))
+    for unit in UNITS:
+        path = _at(root, f"/etc/systemd/system/{unit}")
+        if os.path.exists(path):
+            os.unlink(path)
+            done.append(f"removed {path}")
+    return done
+

@@ -1,0 +1,74 @@
+"""The install guide's Postfix and file steps, on a scratch root: done,
+checked by check-config, and undone to exactly what was there."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import need, program
+
+
+def postconf(root, *args):
+    return subprocess.run(["postconf", "-c", f"{root}/etc/postfix", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.fixture
+def host(tmp_path):
+    need(shutil.which("postconf") is not None and os.path.exists("/etc/postfix/master.cf"), "Postfix is not installed")
+    etc = tmp_path / "etc/postfix"
+    etc.mkdir(parents=True)
+    shutil.copy("/etc/postfix/master.cf", etc / "master.cf")
+    (etc / "main.cf").write_text(f"compatibility_level = 3.6\nqueue_directory = {tmp_path}/var/spool/postfix\n"
+                                 "smtpd_milters = inet:127.0.0.1:8891\n")
+    public = tmp_path / "var/spool/postfix/public"
+    public.mkdir(parents=True)
+    public.chmod(0o710)
+    os.chown(public, 0, grp.getgrnam("postdrop").gr_gid)
+    return tmp_path
+
+
+def setup(root, *extra):
+    return subprocess.run([program("sendgate"), "setup-postfix", "--root", str(root), "--domain", "example.org",
+                           *extra], capture_output=True, text=True)
+
+
+def test_setup_check_and_undo(host):
+    before_main, before_master = postconf(host, "-n"), postconf(host, "-M")
+    for _ in range(2):  # twice: the second run changes nothing more
+        result = setup(host)
+        assert result.returncode == 0, result.stderr
+    assert postconf(host, "-h", "smtpd_milters", "milter_default_action").splitlines() == [
+        "inet:127.0.0.1:8891 unix:/run/sendgate/milter.sock", "tempfail"]
+    assert postconf(host, "-M", "sendgate/unix").split() == ["sendgate", "unix", "n", "-", "n", "-", "-", "smtpd",
+        "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=sendgate-local",
+        "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/sendgate"]
+    unit = (host / "etc/systemd/system/sendgate-submitd.service").read_text()
+    assert f"ExecStart={sys.prefix}/bin/sendgate-submitd --config /etc/sendgate/sendgate.yaml" in unit
+    config = host / "etc/sendgate/sendgate.yaml"
+    assert "myorigin: example.org" in config.read_text()
+    # Point the new configuration at the scratch tree and check both sides.
+    config.write_text(config.read_text().replace("/var/spool/postfix", f"{host}/var/spool/postfix")
+                      + f"postfix_config_directory: {host}/etc/postfix\n")
+    check = subprocess.run([program("sendgate"), "check-config", str(config)], capture_output=True, text=True)
+    assert (check.returncode, check.stderr) == (0, "")
+
+    undone = setup(host, "--undo")
+    assert undone.returncode == 0, undone.stderr
+    assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
+    assert not (host / "etc/systemd/system/sendgate-submitd.service").exists()
+    assert config.exists()  # the administrator's configuration stays
+
+
+def test_setup_without_postfix_configuration_fails_clearly(tmp_path):
+    need(shutil.which("postconf") is not None, "Postfix is not installed")
+    result = setup(tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("sendgate: setup-postfix: postconf -n: ")
