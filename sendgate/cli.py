@@ -2,7 +2,7 @@
     sendgate - administer sendgate
 
 SYNOPSIS
-    sendgate stack up --dir DIR [--domain DOMAIN] [--mail-owner USER]
+    sendgate stack up --dir DIR [--mta postfix|sendmail] [--domain DOMAIN] [--mail-owner USER]
     sendgate stack down --dir DIR
     sendgate check-config [FILE]
     sendgate config-doc
@@ -18,6 +18,12 @@ DESCRIPTION
                   mail.  Needs root; DOMAIN (default example.org) is the
                   domain local users send as; USER owns the Maildir (default:
                   the sudo user, else sendgate).
+                  --mta sendmail builds the same stack on the real Sendmail
+                  8.17 instead (fetched from Debian into /opt/sendgate/sendmail
+                  on first use; see "Using sendgate with Sendmail" in the
+                  README): it prints sendmail_config= instead of
+                  postfix_config=, delivers as Sendmail's account smmta and
+                  takes no --mail-owner.
     stack down    Stop everything stack up started under DIR.
     check-config  Validate FILE (default $SENDGATE_CONFIG or
                   /etc/sendgate/sendgate.yaml); prints nothing and exits 0
@@ -49,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sendgate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    stack = commands.add_parser("stack", help="a private Postfix + sendgate stack")
+    stack = commands.add_parser("stack", help="a private Postfix or Sendmail + sendgate stack")
     actions = stack.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="build and start a stack")
     up.add_argument("--dir", required=True)
+    up.add_argument("--mta", choices=("postfix", "sendmail"), default="postfix")
     up.add_argument("--domain", default="example.org")
     up.add_argument("--mail-owner", default=None)
     down = actions.add_parser("down", help="stop a stack")
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from sendgate import stack
     try:
         if args.action == "up":
-            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner)
+            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner, mta=args.mta)
             for key, value in facts.items():
                 print(f"{key}={value}")
         else:

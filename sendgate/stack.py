@@ -18,6 +18,8 @@ Layout:
                                 daemon's XCLIENT service (group postdrop)
     DIR/mail/Maildir/           delivered mail (maildir=)
     DIR/log/postfix.log         Postfix's log (log=); submitd.log, milter.log
+
+The same stack on Sendmail instead of Postfix: sendgate.stack_sendmail.
 """
 
 from __future__ import annotations
@@ -265,8 +267,12 @@ def default_mail_owner() -> str:
     return SERVICE_USER
 
 
-def up(directory: str, domain: str = "example.org", mail_owner: str | None = None) -> dict[str, str]:
+def up(directory: str, domain: str = "example.org", mail_owner: str | None = None,
+       mta: str = "postfix") -> dict[str, str]:
     """Build and start the stack; return the key=value facts `stack up` prints."""
+    if mta == "sendmail":
+        from sendgate import stack_sendmail
+        return stack_sendmail.up(directory, domain, mail_owner)
     check_prerequisites()
     p = Paths(os.path.abspath(directory))
     _require(not any(os.path.exists(p.pidfile(n)) for n in ("submitd", "milter")),
@@ -309,6 +315,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "socket": p.socket, "maildir": p.maildir, "config": p.config,
         "postfix_config": p.postfix_config, "log": p.postfix_log, "inbound": f"127.0.0.1:{inbound}",
         "submitd_log": p.submitd_log, "milter_log": p.milter_log, "domain": domain,
+        "mta": "postfix", "upstream": p.upstream,
     }
 
 
@@ -316,7 +323,7 @@ def down(directory: str) -> list[str]:
     """Stop what `stack up` started in directory; return what was stopped."""
     p = Paths(os.path.abspath(directory))
     stopped = []
-    for name in ("submitd", "milter"):
+    for name in ("submitd", "sendmail", "milter"):
         path = p.pidfile(name)
         try:
             with open(path, encoding="ascii") as fp:

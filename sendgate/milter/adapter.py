@@ -18,7 +18,7 @@ from email.utils import formatdate
 import Milter
 
 from sendgate.daemon import quote
-from sendgate.policy import fixups
+from sendgate.policy import fixups, handoff
 from sendgate.policy.identity import Mode, Principal, mode_for
 from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
 from sendgate.policy.sender import SenderRules, check_envelope_sender, default_address
@@ -30,6 +30,7 @@ log = logging.getLogger("sendgate/milter")
 class MilterSettings:
     fixups: fixups.FixupSettings
     rules: SenderRules
+    local_daemon_name: str = "sendgate-local"   # where an X-Sendgate-Login: field is trusted
 
 
 def full_name(login: str) -> str:
@@ -77,24 +78,43 @@ class PolicyMilter(Milter.Base):
 
     def eom(self) -> int:
         qid = self.getsymval("i") or "NOQUEUE"
-        mode = mode_for(self.login)
         facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
+        who = handoff.resolve(self.login, self.getsymval("{daemon_name}"),
+                              self.settings.local_daemon_name, self.fields)
+        if who.refusal is not None:
+            log.warning("%s: reject: %s field on daemon %s: %s %s", qid, handoff.IDENTITY_FIELD,
+                        quote(self.getsymval("{daemon_name}") or "?"), facts, who.refusal)
+            return self.refuse(who.refusal)
+        if who.remove and who.source != "header":
+            log.warning("%s: removed %d %s field(s) from a client: %s", qid, len(who.remove),
+                        handoff.IDENTITY_FIELD, facts)
+        mode = mode_for(who.login)
         if mode is Mode.RELAY:
+            self.remove_identity(who)
             log.info("%s: relay: %s: no fix-ups", qid, facts)
             return Milter.CONTINUE
-        login = self.login or ""
+        login = who.login or ""
         rules = self.settings.rules
         refusal = check_envelope_sender(login, self.mail_from, rules)
         if refusal is not None:
             log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, refusal)
-            self.setreply(str(refusal.code), refusal.enhanced, refusal.text.replace("%", "%%"))
-            return Milter.REJECT
+            return self.refuse(refusal)
         principal = Principal(login, default_address(login, rules), full_name(login))
         edits = fixups.submission_fixups(self.fields, principal, self.settings.fixups, new_stamp())
         self.apply(edits)
+        # Last, so that the positions the fix-ups counted still hold.
+        self.remove_identity(who)
         changed = ",".join(describe(e) for e in edits) or "none"
         log.info("%s: submission: login=%s %s fixups=%s: accepted", qid, quote(login), facts, changed)
         return Milter.CONTINUE
+
+    def refuse(self, reply) -> int:
+        self.setreply(str(reply.code), reply.enhanced, reply.text.replace("%", "%%"))
+        return Milter.TEMPFAIL if reply.temporary else Milter.REJECT
+
+    def remove_identity(self, who: handoff.HandOff) -> None:
+        for occurrence in who.remove:
+            self.chgheader(handoff.IDENTITY_FIELD, occurrence, "")
 
     def abort(self) -> int:
         self.reset()

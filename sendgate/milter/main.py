@@ -10,17 +10,22 @@ DESCRIPTION
     LOGIN from sendgate-submitd) it applies the RFC 6409 submission fix-ups
     (Date:, Message-ID:, From: when missing, Sender: when the user is not the
     author) and checks that the user may use the envelope sender.  Other
-    mail is relayed untouched.
+    mail is relayed untouched.  On Sendmail, which has no XCLIENT, the login
+    comes from the X-Sendgate-Login: field that sendgate-submitd adds, trusted
+    only on the daemon named milter_local_daemon_name ({daemon_name}); the
+    field is removed from every message, whatever its source.
 
 SECURITY
     Started as root, it creates its socket, gives it to milter_socket_group
     (mode 0660), drops to milter_user, checks getresuid(), and only then
     talks to the MTA.  It refuses to run as root.  Configure the MTA to fail
     closed when the milter is away (Postfix: milter_default_action =
-    tempfail), or mail would pass without policy.
+    tempfail; Sendmail: F=T in INPUT_MAIL_FILTER), or mail would pass
+    without policy.
 
 CONFIGURATION
-    milter_socket, milter_socket_group, milter_user, myhostname, myorigin,
+    milter_socket, milter_socket_group, milter_user, milter_local_daemon_name,
+    myhostname, myorigin,
     fixup_date, fixup_message_id, fixup_from, fixup_sender,
     sender_login_maps, sender_trusted_users, log_destination.
     See docs/configuration.md.
@@ -60,6 +65,7 @@ def settings_from(cfg) -> MilterSettings:
                              set_sender=cfg.fixup_sender),
         rules=SenderRules(domain=cfg.domain, login_maps=cfg.sender_login_maps,
                           trusted=frozenset(cfg.sender_trusted_users)),
+        local_daemon_name=cfg.milter_local_daemon_name,
     )
 
 

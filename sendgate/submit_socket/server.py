@@ -2,8 +2,12 @@
 
 Identity: connection_made() reads the peer's uid from the kernel
 (SO_PEERCRED) and maps it to a login with getpwuid().  Nothing the client
-says (HELO, MAIL FROM, AUTH) changes it.  The login goes to the MTA as
-XCLIENT LOGIN= on a service only this daemon can reach.
+says (HELO, MAIL FROM, AUTH) changes it.  The login goes to the MTA on a
+service only this daemon can reach, as XCLIENT LOGIN= (Postfix) or, with
+submit_upstream_protocol "header" (Sendmail, which has no XCLIENT), as an
+X-Sendgate-Login: field put on top of the message after every field of that
+name the client wrote was removed; the milter trusts it only on that
+service's {daemon_name} and removes it (sendgate.policy.handoff).
 
 Forwarding: the MTA session is opened before our greeting, so a client of a
 dead MTA gets 421 at once.  MAIL, RCPT and DATA are forwarded as they come
@@ -35,10 +39,11 @@ from aiosmtpd.smtp import SMTP, Session
 from sendgate import replies
 from sendgate.daemon import quote
 from sendgate.policy.envelope import HeaderError, recipients_from_header
-from sendgate.policy.message import delete_fields, split_message
+from sendgate.policy.handoff import IDENTITY_FIELD
+from sendgate.policy.message import delete_fields, find, split_message
 from sendgate.policy.sender import SenderRules, check_envelope_sender, qualify
 from sendgate.replies import Reply
-from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument
+from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument, xtext
 from sendgate.submit_socket.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("sendgate/submit")
@@ -89,6 +94,7 @@ class SubmitSettings:
     size_limit: int
     recipient_limit: int
     rules: SenderRules
+    protocol: str = "xclient"   # submit_upstream_protocol: xclient | header
 
 
 @dataclass
@@ -108,6 +114,14 @@ class SubmitSession(Session):
         self.login = ""
         self.upstream: Upstream | None = None
         self.txn: Transaction | None = None
+
+
+def with_identity_field(content: bytes, login: str) -> bytes:
+    """The Sendmail hand-off: the client's own X-Sendgate-Login: fields out,
+    ours (the login as xtext) on top."""
+    header, _ = split_message(content)
+    content = delete_fields(content, find(header, IDENTITY_FIELD))
+    return f"{IDENTITY_FIELD}: {xtext(login)}\r\n".encode("ascii") + content
 
 
 def peer_credentials(transport) -> tuple[int, int, int]:
@@ -180,7 +194,7 @@ class SubmitSMTP(SMTP):
             return
         try:
             upstream = await Upstream.connect(self.settings.upstream_path, self.settings.upstream_timeout)
-            refusal = await upstream.handshake(self.hostname, s.login)
+            refusal = await upstream.handshake(self.hostname, s.login, self.settings.protocol)
         except UpstreamError as err:
             log.warning("%s: uid=%d login=%s: mail system unavailable: %s", s.sid, s.uid, s.login, err)
             await self.push(str(replies.R421_UNAVAILABLE.format(host=self.hostname)))
@@ -426,6 +440,8 @@ class SubmitSMTP(SMTP):
             nrcpt = len(found.recipients)
         else:
             nrcpt = len(txn.recipients)
+        if self.settings.protocol == "header":
+            content = with_identity_field(content, self.s.login)
         reply = await up.command("DATA")
         if reply.code != 354:
             return reply, nrcpt, content
