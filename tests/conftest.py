@@ -1,9 +1,12 @@
-"""Shared fixtures: one private Postfix stack per test session, helpers to
-submit mail as the unprivileged test users and to read what was delivered.
+"""Shared fixtures: private MTA stacks (one per MTA, started when a test
+first needs it and kept for the session), helpers to submit mail as the
+unprivileged test users and to read what was delivered.
 
-Tests that need the real stack use the `stack` fixture.  Without root or
-Postfix they are skipped, except under CI=true, where a missing Postfix is
-a failure: CI must exercise the real MTA.
+Tests that must behave the same on every MTA use the `stack` fixture, which
+runs them once on Postfix and once on Sendmail; tests of one MTA's own
+mechanism use `postfix_stack` or `sendmail_stack`.  Without root or Postfix
+they are skipped, except under CI=true, where that is a failure: CI must
+exercise the real MTAs.  The Sendmail stack fetches Sendmail itself.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
 TEST_USERS = ("sgtest1", "sgtest2")
 DOMAIN = "example.org"
+MTAS = ("postfix", "sendmail")
 
 
 def _digest(root: pathlib.Path) -> str:
@@ -77,8 +81,17 @@ class Stack:
         return self.facts["config"]
 
     @property
+    def mta(self) -> str:
+        return self.facts["mta"]
+
+    @property
     def postfix_log(self) -> pathlib.Path:
+        assert self.mta == "postfix"
         return pathlib.Path(self.facts["log"])
+
+    @property
+    def milter_log(self) -> pathlib.Path:
+        return pathlib.Path(self.facts["milter_log"])
 
     @property
     def inbound(self) -> tuple[str, int]:
@@ -89,27 +102,64 @@ class Stack:
         return {"SENDGATE_CONFIG": self.config, "PATH": "/usr/bin:/bin"}
 
 
+class Stacks:
+    """The session's stacks, started on first use and stopped at the end."""
+
+    def __init__(self):
+        self.started: dict[str, Stack] = {}
+        self.failed: dict[str, str] = {}
+
+    def get(self, mta: str) -> Stack:
+        need(os.geteuid() == 0, "the stack tests run as root")
+        if mta == "postfix":
+            need(shutil.which("postfix") is not None, "Postfix is not installed")
+        for user in TEST_USERS:
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                need(False, f"test user {user} is missing (scripts/test creates it)")
+        if mta in self.failed:
+            pytest.fail(self.failed[mta])
+        if mta not in self.started:
+            directory = pathlib.Path(tempfile.mkdtemp(prefix=f"sendgate-test-{mta}-", dir="/tmp"))
+            directory.chmod(0o755)
+            up = subprocess.run([program("sendgate"), "stack", "up", "--mta", mta, "--dir", str(directory)],
+                                capture_output=True, text=True, timeout=600)
+            if up.returncode != 0:
+                subprocess.run([program("sendgate"), "stack", "down", "--dir", str(directory)], capture_output=True)
+                self.failed[mta] = f"stack up --mta {mta} failed ({up.returncode}):\n{up.stdout}{up.stderr}"
+                pytest.fail(self.failed[mta])
+            facts = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+            self.started[mta] = Stack(directory, facts)
+        return self.started[mta]
+
+    def close(self) -> None:
+        for item in self.started.values():
+            subprocess.run([program("sendgate"), "stack", "down", "--dir", str(item.dir)],
+                           capture_output=True, text=True, timeout=120)
+            shutil.rmtree(item.dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def stack():
-    need(os.geteuid() == 0, "the stack tests run as root")
-    need(shutil.which("postfix") is not None, "Postfix is not installed")
-    for user in TEST_USERS:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            need(False, f"test user {user} is missing (scripts/test creates it)")
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-test-", dir="/tmp"))
-    directory.chmod(0o755)
-    up = subprocess.run([program("sendgate"), "stack", "up", "--dir", str(directory)],
-                        capture_output=True, text=True, timeout=180)
-    if up.returncode != 0:
-        subprocess.run([program("sendgate"), "stack", "down", "--dir", str(directory)], capture_output=True)
-        pytest.fail(f"stack up failed ({up.returncode}):\n{up.stdout}{up.stderr}")
-    facts = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
-    yield Stack(directory, facts)
-    subprocess.run([program("sendgate"), "stack", "down", "--dir", str(directory)],
-                   capture_output=True, text=True, timeout=120)
-    shutil.rmtree(directory, ignore_errors=True)
+def stacks():
+    started = Stacks()
+    yield started
+    started.close()
+
+
+@pytest.fixture(scope="session", params=MTAS)
+def stack(request, stacks) -> Stack:
+    return stacks.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def postfix_stack(stacks) -> Stack:
+    return stacks.get("postfix")
+
+
+@pytest.fixture(scope="session")
+def sendmail_stack(stacks) -> Stack:
+    return stacks.get("sendmail")
 
 
 def run_as(user: str, argv: list[str], stdin: bytes = b"", env: dict | None = None,
@@ -162,13 +212,29 @@ def delivered(stack: Stack, marker: str, count: int = 1, timeout: float = 20) ->
 
 
 def queue_id(item: Delivered) -> str:
-    """Postfix's queue id, from the Received: it added."""
+    """The MTA's queue id, from the Received: it added (Postfix and Sendmail
+    both write "... id QUEUEID ...")."""
     received = item.all("Received")[0]
     return received.split(" id ", 1)[1].split()[0].rstrip(";")
 
 
 def postfix_log_lines(stack: Stack, qid: str) -> list[str]:
     return [line for line in stack.postfix_log.read_text(errors="replace").splitlines() if f" {qid}:" in line]
+
+
+def milter_log_lines(stack: Stack, qid: str) -> list[str]:
+    return [line for line in stack.milter_log.read_text(errors="replace").splitlines() if f" {qid}: " in line]
+
+
+def assert_submitted_by(stack: Stack, item: Delivered, login: str) -> None:
+    """The milter judged the message as login's submission; on Postfix the
+    MTA itself logged the XCLIENT login too (Sendmail never learns it: the
+    login reaches only the milter, see sendgate.policy.handoff)."""
+    qid = queue_id(item)
+    assert any(f"{qid}: submission: login={login} " in line for line in milter_log_lines(stack, qid))
+    if stack.mta == "postfix":
+        assert any(f"sasl_method=XCLIENT, sasl_username={login}" in line for line in postfix_log_lines(stack, qid))
+    assert item.all("X-Sendgate-Login") == []
 
 
 def unique_marker(request) -> str:
