@@ -198,10 +198,12 @@ def _postfix(p: Paths, *args: str) -> subprocess.CompletedProcess:
 
 
 def _spawn(p: Paths, name: str, module: str, log_path: str) -> int:
+    # cwd "/": `python -m` puts the working directory first on sys.path, and
+    # a checkout there would shadow the installed package.
     env = dict(os.environ, SENDGATE_CONFIG=p.config)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, "--config", p.config],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
                                 start_new_session=True, close_fds=True)
     _write(p.pidfile(name), f"{proc.pid}\n")
     return proc.pid
