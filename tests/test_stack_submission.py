@@ -58,6 +58,13 @@ CASES = [
     case("second-user-is-itself",
          "To: bob@example.net\nSubject: {m}\n\nhello\n",
          {"From": ME, "login": "sgtest2"}, user="sgtest2"),
+    case("resent-message-gets-one-resent-block",
+         "Resent-To: carol@example.net\nFrom: dave@example.net\nTo: bob@example.net\n"
+         "Date: Mon, 30 Nov 2026 10:00:00 +0000\nMessage-ID: <orig.{m}@client.example>\nSubject: {m}\n\nhi\n",
+         {"X-Original-To": ["carol@example.net"], "From": "dave@example.net", "Sender": None,
+          "Message-ID": "<orig.{m}@client.example>", "added": set(),
+          "resent": ["Resent-Date", "Resent-Message-ID", "Resent-From", "Resent-To"],
+          "Resent-From": ME}),
     case("unqualified-f-is-qualified",
          "To: bob@example.net\nSubject: {m}\n\nhello\n",
          {"From": ME}, args=["-t", "-i", "-f", "sgtest1"]),
@@ -78,7 +85,7 @@ def test_submission_through_the_mta(stack, request, given, want):
     assert sorted(c.one("X-Original-To") for c in copies) == want.get("X-Original-To", [c.one("X-Original-To") for c in copies])
     for item in copies:
         assert item.one("Return-Path") == f"<{user}@{DOMAIN}>"
-        for name in ("From", "Sender", "To", "Date", "Message-ID", "Bcc"):
+        for name in ("From", "Sender", "To", "Date", "Message-ID", "Bcc", "Resent-From"):
             if name in want:
                 expected = fill(want[name])
                 assert item.all(name) == ([] if expected is None else [expected]), name
@@ -86,6 +93,12 @@ def test_submission_through_the_mta(stack, request, given, want):
             original = {line.split(":", 1)[0] for line in given["message"].splitlines() if ":" in line}
             present = {n for n in ("Date", "Message-ID", "From", "Sender") if item.all(n)}
             assert present - original == want["added"]
+        if "resent" in want:
+            # One resent block, newest on top, right below the MTA's Received:.
+            names = [n.lower() for n in item.header_names]
+            first = names.index("received") + 1
+            assert names[first:first + len(want["resent"])] == [n.lower() for n in want["resent"]]
+            assert sorted(n for n in names if n.startswith("resent-")) == sorted(n.lower() for n in want["resent"])
         if "body" in want:
             assert item.raw.split(b"\n\n", 1)[1] == want["body"]
         assert item.one("Message-ID").startswith("<") and item.one("Date")

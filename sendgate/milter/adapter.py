@@ -122,15 +122,24 @@ class PolicyMilter(Milter.Base):
 
     def apply(self, edits: list[Edit]) -> None:
         inserted = 0
-        for edit in edits:
+        for position, edit in enumerate(edits):
             if isinstance(edit, AddHeader) and edit.index is None:
                 self.addheader(edit.name, edit.value)
             elif isinstance(edit, AddHeader):
-                # Postfix counts insert positions after its own Received:
-                # (index 0 would go above it, 1 below it); keep our fields in
-                # the order the policy gave them.
+                # Postfix and Sendmail count insert positions after their own
+                # Received: (index 0 would go above it, 1 below it); keep our
+                # fields in the order the policy gave them.
                 inserted += 1
                 self.addheader(edit.name, edit.value, edit.index + inserted)
+                # Sendmail's header templates (Date:, From:, Message-Id: and
+                # their Resent- variants) stay beside an inserted field, where
+                # an appended one replaces them.  Deleting the occurrence after
+                # the last one the message has removes that default (a no-op
+                # on Postfix, which has none).
+                have = sum(1 for f in self.fields if f.is_(edit.name))
+                have += sum(1 for e in edits[:position + 1]
+                            if isinstance(e, AddHeader) and e.name.lower() == edit.name.lower())
+                self.chgheader(edit.name, have + 1, "")
             elif isinstance(edit, ChangeHeader):
                 self.chgheader(edit.name, edit.occurrence, edit.value)
 
