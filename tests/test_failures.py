@@ -131,3 +131,30 @@ def test_usage_and_configuration_errors(no_dead_letter, args, env, status, stder
     result = run_shim(args, env)
     assert (result.returncode, result.stderr) == (status, stderr)
     assert not DEAD.exists()
+
+
+@pytest.fixture
+def milter_away(stack):
+    """The stack's milter unreachable for one test: its socket renamed."""
+    sock = stack.dir / "run/milter/milter.sock"
+    away = sock.with_name("milter.sock.away")
+    sock.rename(away)
+    yield stack
+    away.rename(sock)
+
+
+# Both MTAs fail closed (Postfix milter_default_action = tempfail, Sendmail
+# F=T); each words its temporary failure in its own way.
+MILTER_AWAY = {
+    "postfix": b"sendmail: message refused: 451 4.7.1 Service unavailable - try again later;"
+               b" message saved in /home/sgtest1/dead.letter\n",
+    "sendmail": b"sendmail: message refused: 451 4.3.2 Please try again later;"
+                b" message saved in /home/sgtest1/dead.letter\n",
+}
+
+
+def test_milter_away_is_a_temporary_failure(milter_away, no_dead_letter):
+    stack = milter_away
+    result = sendmail(stack, USER, ["-t", "-i"], MESSAGE)
+    assert (result.returncode, result.stderr) == (75, MILTER_AWAY[stack.mta])
+    assert b"keep me" in DEAD.read_bytes()
