@@ -5,10 +5,11 @@ recipient, as the stack's RunAsUser:
 
     python -m sendgate.stack_deliver MAILDIR RECIPIENT
 
-It writes X-Original-To: and Delivered-To: naming the envelope recipient
-(what Postfix's virtual(8) writes in the Postfix stack), then the message as
-Sendmail hands it over (Return-Path: from the mailer's P flag, LF line
-ends), into MAILDIR/tmp and renames it into MAILDIR/new.  Exit status 0, or
+It writes the message as Sendmail hands it over (Return-Path: from the
+mailer's P flag, LF line ends) with X-Original-To: and Delivered-To: naming
+the envelope recipient below the Return-Path: (where Postfix's virtual(8)
+puts them in the Postfix stack) into MAILDIR/tmp, and renames it into
+MAILDIR/new.  Exit status 0, or
 75 (EX_TEMPFAIL) so that Sendmail keeps the message queued.
 """
 
@@ -28,6 +29,10 @@ def deliver(maildir: str, recipient: str, message: bytes) -> str:
     name = f"{time.time_ns()}.P{os.getpid()}.{socket.gethostname()}"
     temporary = os.path.join(maildir, "tmp", name)
     trace = f"X-Original-To: {recipient}\nDelivered-To: {recipient}\n".encode("utf-8", "surrogateescape")
+    if message.startswith(b"Return-Path:"):
+        # Below Sendmail's Return-Path:, where virtual(8) puts them.
+        first, _, rest = message.partition(b"\n")
+        trace, message = first + b"\n" + trace, rest
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as fp:

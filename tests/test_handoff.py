@@ -91,3 +91,6 @@ def test_stack_delivery_agent_writes_the_recipient(tmp_path):
     assert path.startswith(str(tmp_path / "new") + "/")
     assert open(path, "rb").read() == b"X-Original-To: bob@example.net\nDelivered-To: bob@example.net\nSubject: x\n\nhi\n"
     assert list((tmp_path / "tmp").iterdir()) == []
+    path = deliver(str(tmp_path), "carol@example.net", b"Return-Path: <a@b>\nSubject: y\n\nhi\n")
+    assert open(path, "rb").read() == (b"Return-Path: <a@b>\nX-Original-To: carol@example.net\n"
+                                       b"Delivered-To: carol@example.net\nSubject: y\n\nhi\n")

@@ -113,3 +113,22 @@ def test_message_id_is_unique(stack, request):
     ids = {c.one("Message-ID") for c in delivered(stack, m, count=3)}
     assert len(ids) == 3
     assert all(i.endswith(f"@mail.{DOMAIN}>") for i in ids)
+
+
+# Where the fix-ups land: Postfix appends added fields at the end of the
+# header; Sendmail puts a field that replaces one of its header templates
+# (Date:, From:, Message-Id:) where the template stood, at the top.
+ORDER = {
+    "postfix": ["return-path", "x-original-to", "delivered-to", "received", "to", "subject", "date",
+                "message-id", "from"],
+    "sendmail": ["return-path", "x-original-to", "delivered-to", "received", "date", "from", "message-id",
+                 "to", "subject"],
+}
+
+
+def test_where_added_fields_go(stack, request):
+    m = unique_marker(request)
+    result = sendmail(stack, "sgtest1", ["-t", "-i"], f"To: bob@example.net\nSubject: {m}\n\nhello\n".encode())
+    assert result.returncode == 0
+    (item,) = delivered(stack, m)
+    assert [n.lower() for n in item.header_names] == ORDER[stack.mta]
