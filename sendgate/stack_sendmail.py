@@ -36,7 +36,8 @@ Sendmail logs through syslog(3) only: on a machine without /dev/log its log
 lines are lost, and DIR/log/sendmail.log holds what it prints on standard
 output (start-up errors).  A host name without a dot would make Sendmail
 sleep 60 s at start ("My unqualified host name ... unknown"), so it then runs
-in a UTS namespace of its own whose host name is mail.DOMAIN.
+in a UTS namespace of its own whose host name is mail.DOMAIN (where none can
+be made, e.g. in an unprivileged container, stack up waits the minute).
 
 Layout (besides what the Postfix stack has: sendgate.yaml, run/, log/, mail/):
     DIR/sendmail/etc/sendmail.mc, sendmail.cf   configuration (sendmail_config=)
@@ -61,8 +62,8 @@ import sys
 import tempfile
 
 from sendgate import config
-from sendgate.stack import (LOCAL_DAEMON_NAME, SERVICE_USER, StackError, _free_loopback_port, _mkdir,
-                            _probe, _require, _spawn, _wait_for, _write)
+from sendgate.stack import (LOCAL_DAEMON_NAME, READY_TIMEOUT, SERVICE_USER, StackError, _free_loopback_port,
+                            _mkdir, _probe, _require, _spawn, _wait_for, _write)
 
 SENDMAIL_USER = "smmta"
 PREFIX = "/opt/sendgate/sendmail"
@@ -199,15 +200,20 @@ def _build_cf(p: Paths, prefix: str) -> None:
     _write(p.cf, built.stdout)
 
 
-def _start_sendmail(p: Paths, prefix: str, hostname: str) -> int:
+def _start_sendmail(p: Paths, prefix: str, hostname: str) -> tuple[int, float]:
+    """Start Sendmail; return its pid and how long it may take to listen."""
     argv = [os.path.join(prefix, BINARY), "-C", p.cf, "-bD", "-q30m"]
+    patience = READY_TIMEOUT
     if "." not in socket.gethostname():
-        argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
+        if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0:
+            argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
+        else:
+            patience += 60  # no namespaces (an unprivileged container): Sendmail sleeps 60 s
     with open(p.sendmail_log, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                                 start_new_session=True, close_fds=True)
     _write(p.pidfile("sendmail"), f"{proc.pid}\n")
-    return proc.pid
+    return proc.pid, patience
 
 
 def up(directory: str, domain: str = "example.org", mail_owner: str | None = None) -> dict[str, str]:
@@ -250,8 +256,8 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     _wait_for("the milter socket", lambda: os.path.exists(p.milter_socket), pids, logs)
     if os.path.lexists(p.upstream):
         os.unlink(p.upstream)  # Sendmail will not replace a socket smmta cannot write
-    pids["sendmail"] = _start_sendmail(p, prefix, hostname)
-    _wait_for("Sendmail's sendgate-local socket", lambda: os.path.exists(p.upstream), pids, logs)
+    pids["sendmail"], patience = _start_sendmail(p, prefix, hostname)
+    _wait_for("Sendmail's sendgate-local socket", lambda: os.path.exists(p.upstream), pids, logs, patience)
     os.chown(p.upstream, pwd.getpwnam(SENDMAIL_USER).pw_uid, grp.getgrnam(SERVICE_USER).gr_gid)
     os.chmod(p.upstream, 0o660)
     pids["submitd"] = _spawn(p, "submitd", "sendgate.submit_socket.main", p.submitd_log)

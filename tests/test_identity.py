@@ -90,11 +90,16 @@ def test_helo_naming_another_user_changes_nothing(stack, request):
     assert_submitted_by(stack, item, "sgtest1")
 
 
-def test_users_cannot_reach_the_mta_service(stack):
+@pytest.mark.parametrize("where", [
+    pytest.param(lambda stack: stack.facts["upstream"], id="mta-service"),
+    pytest.param(lambda stack: str(stack.dir / "run/milter/milter.sock"), id="milter"),
+])
+def test_users_cannot_reach_the_trusted_sockets(stack, where):
     """The MTA service that trusts the hand-off (Postfix's public/sendgate,
-    Sendmail's Family=local daemon socket): only the sendgate user may connect."""
+    Sendmail's Family=local daemon socket) is for the sendgate user only; the
+    milter's socket for the MTA only."""
     probe = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])"
-    result = run_as("sgtest1", [program("python"), "-c", probe, stack.facts["upstream"]])
+    result = run_as("sgtest1", [program("python"), "-c", probe, where(stack)])
     assert result.returncode == 1
     assert b"PermissionError: [Errno 13] Permission denied" in result.stderr
 
