@@ -70,6 +70,10 @@ def test_unxtext(text, want):
     pytest.param(b"To: b@x\nX-Sendgate-Login : root\n\nhi\n",
                  b"X-Sendgate-Login: alice\r\nTo: b@x\nX-Sendgate-Login : root\n\nhi\n",
                  id="space-before-colon-is-body-here-the-milter-refuses-it"),
+    pytest.param(b" continued\nTo: b@x\n\nhi\n", b"X-Sendgate-Login: alice\r\n\r\n continued\nTo: b@x\n\nhi\n",
+                 id="no-header-leading-white-space-stays-body"),
+    pytest.param(b"hi\n", b"X-Sendgate-Login: alice\r\n\r\nhi\n", id="no-header-at-all"),
+    pytest.param(b"\nhi\n", b"X-Sendgate-Login: alice\r\n\nhi\n", id="empty-header"),
 ])
 def test_submit_daemon_identity_field(message, want):
     from sendgate.submit_socket.server import with_identity_field

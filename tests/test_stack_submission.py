@@ -55,6 +55,11 @@ CASES = [
     case("crlf-input-like-php",
          "To: bob@example.net\r\nSubject: {m}\r\n\r\nline one\r\nline two\r\n",
          {"body": b"line one\nline two\n"}),
+    case("message-without-header-starting-with-white-space",
+         "  indented {m}\nsecond line\n",
+         {"From": ME, "X-Original-To": ["bob@example.net"], "added": {"Date", "Message-ID", "From"},
+          "body": b"  indented {m}\nsecond line\n"},
+         args=["-i", "bob@example.net"]),
     case("second-user-is-itself",
          "To: bob@example.net\nSubject: {m}\n\nhello\n",
          {"From": ME, "login": "sgtest2"}, user="sgtest2"),
@@ -100,7 +105,7 @@ def test_submission_through_the_mta(stack, request, given, want):
             assert names[first:first + len(want["resent"])] == [n.lower() for n in want["resent"]]
             assert sorted(n for n in names if n.startswith("resent-")) == sorted(n.lower() for n in want["resent"])
         if "body" in want:
-            assert item.raw.split(b"\n\n", 1)[1] == want["body"]
+            assert item.raw.split(b"\n\n", 1)[1] == want["body"].replace(b"{m}", m.encode())
         assert item.one("Message-ID").startswith("<") and item.one("Date")
         assert_submitted_by(stack, item, want.get("login", user))
 

@@ -118,10 +118,15 @@ class SubmitSession(Session):
 
 def with_identity_field(content: bytes, login: str) -> bytes:
     """The Sendmail hand-off: the client's own X-Sendgate-Login: fields out,
-    ours (the login as xtext) on top."""
+    ours (the login as xtext) on top.  A message without header fields gets
+    the empty line after ours, so that its first line, whatever it is (even
+    white space, which would continue our field), stays body."""
     header, _ = split_message(content)
     content = delete_fields(content, find(header, IDENTITY_FIELD))
-    return f"{IDENTITY_FIELD}: {xtext(login)}\r\n".encode("ascii") + content
+    field = f"{IDENTITY_FIELD}: {xtext(login)}\r\n".encode("ascii")
+    if not header and not content.startswith((b"\r\n", b"\n")):
+        field += b"\r\n"
+    return field + content
 
 
 def peer_credentials(transport) -> tuple[int, int, int]:
