@@ -325,7 +325,7 @@ def down(directory: str) -> list[str]:
     """Stop what `stack up` started in directory; return what was stopped."""
     p = Paths(os.path.abspath(directory))
     stopped = []
-    for name in ("submitd", "sendmail", "milter"):
+    for name in ("submitd", "sendmail", "syslog", "milter"):
         path = p.pidfile(name)
         try:
             with open(path, encoding="ascii") as fp:

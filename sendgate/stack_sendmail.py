@@ -32,18 +32,23 @@ the milter) and Return-Path: at delivery, as its smtp and local mailers do.
 The catch-all accepts every recipient (FEATURE(`promiscuous_relay'), no DNS
 lookups); the sockets are loopback and unix only.
 
-Sendmail logs through syslog(3) only: on a machine without /dev/log its log
-lines are lost, and DIR/log/sendmail.log holds what it prints on standard
-output (start-up errors).  A host name without a dot would make Sendmail
-sleep 60 s at start ("My unqualified host name ... unknown"), so it then runs
-in a UTS namespace of its own whose host name is mail.DOMAIN (where none can
-be made, e.g. in an unprivileged container, stack up waits the minute).
+Sendmail runs in namespaces of its own (unshare --uts --mount): its host
+name is mail.DOMAIN (a host name without a dot would make it sleep 60 s at
+start, "My unqualified host name ... unknown"), and its /dev is
+DIR/sendmail/dev, holding null, zero, random, urandom and a syslog socket
+"log" served by sendgate.stack_syslog: Sendmail logs only through syslog(3),
+and this way its log lines land in DIR/log/sendmail.log, with what it prints
+on standard output.  Where no namespace can be made (an unprivileged
+container), Sendmail runs without: stack up then waits out its minute when
+the host name has no dot, and its log lines go to the system's /dev/log, if
+there is one.
 
 Layout (besides what the Postfix stack has: sendgate.yaml, run/, log/, mail/):
     DIR/sendmail/etc/sendmail.mc, sendmail.cf   configuration (sendmail_config=)
     DIR/sendmail/queue/                          the queue (smmta, 0700)
     DIR/sendmail/local/sendgate                  the submit daemon's service (upstream=)
-    DIR/log/sendmail.log                         Sendmail's standard output (log=)
+    DIR/sendmail/dev/                            Sendmail's /dev (log: its syslog socket)
+    DIR/log/sendmail.log                         Sendmail's log and standard output (log=)
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class Paths:
         "milter_dir": "run/milter", "milter_socket": "run/milter/milter.sock",
         "etc": "sendmail/etc", "mc": "sendmail/etc/sendmail.mc", "cf": "sendmail/etc/sendmail.cf",
         "queue": "sendmail/queue", "local_dir": "sendmail/local", "upstream": "sendmail/local/sendgate",
-        "mta_pidfile": "sendmail/sendmail.pid", "mail": "mail", "maildir": "mail/Maildir",
+        "mta_pidfile": "sendmail/sendmail.pid", "dev": "sendmail/dev", "syslog_socket": "sendmail/dev/log",
+        "mail": "mail", "maildir": "mail/Maildir",
         "logs": "log", "sendmail_log": "log/sendmail.log", "submitd_log": "log/submitd.log",
         "milter_log": "log/milter.log", "inbound_file": "run/inbound",
     }
@@ -200,20 +206,36 @@ def _build_cf(p: Paths, prefix: str) -> None:
     _write(p.cf, built.stdout)
 
 
-def _start_sendmail(p: Paths, prefix: str, hostname: str) -> tuple[int, float]:
-    """Start Sendmail; return its pid and how long it may take to listen."""
+# Run inside the namespaces: /dev becomes DIR/sendmail/dev (the device files
+# bound in from the real /dev), the host name mail.DOMAIN.
+_IN_NAMESPACE = (
+    'set -e; d=$0; for n in null zero random urandom; do : > "$d/$n"; mount --bind "/dev/$n" "$d/$n"; done; '
+    'mount --rbind "$d" /dev; hostname "$1"; shift; exec "$@"'
+)
+
+
+def _start_sendmail(p: Paths, prefix: str, hostname: str, pids: dict[str, int],
+                    logs: dict[str, str]) -> float:
+    """Start Sendmail (and its syslog socket); return how long it may take to listen."""
     argv = [os.path.join(prefix, BINARY), "-C", p.cf, "-bD", "-q30m"]
     patience = READY_TIMEOUT
-    if "." not in socket.gethostname():
-        if subprocess.run(["unshare", "--uts", "true"], capture_output=True).returncode == 0:
-            argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
-        else:
-            patience += 60  # no namespaces (an unprivileged container): Sendmail sleeps 60 s
+    if subprocess.run(["unshare", "--uts", "--mount", "true"], capture_output=True).returncode == 0:
+        with open(p.sendmail_log, "ab") as log:
+            syslog = subprocess.Popen(
+                [sys.executable, "-m", "sendgate.stack_syslog", p.syslog_socket, p.sendmail_log, SENDMAIL_USER],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True, close_fds=True)
+        _write(p.pidfile("syslog"), f"{syslog.pid}\n")
+        pids["syslog"], logs["syslog"] = syslog.pid, p.sendmail_log
+        _wait_for("the syslog socket", lambda: os.path.exists(p.syslog_socket), pids, logs)
+        argv = ["unshare", "--uts", "--mount", "sh", "-c", _IN_NAMESPACE, p.dev, hostname, *argv]
+    elif "." not in socket.gethostname():
+        patience += 60  # Sendmail sleeps a minute over its unqualified host name
     with open(p.sendmail_log, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                                 start_new_session=True, close_fds=True)
     _write(p.pidfile("sendmail"), f"{proc.pid}\n")
-    return proc.pid, patience
+    pids["sendmail"] = proc.pid
+    return patience
 
 
 def up(directory: str, domain: str = "example.org", mail_owner: str | None = None) -> dict[str, str]:
@@ -223,7 +245,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     check_prerequisites()
     prefix = ensure_prefix()
     p = Paths(os.path.abspath(directory))
-    _require(not any(os.path.exists(p.pidfile(n)) for n in ("submitd", "milter", "sendmail")),
+    _require(not any(os.path.exists(p.pidfile(n)) for n in ("submitd", "milter", "sendmail", "syslog")),
              f"a stack seems to be running in {p.root}: run `sendgate stack down --dir {p.root}` first")
     hostname = f"mail.{domain}"
     _mkdir(p.root, 0o755)
@@ -231,6 +253,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     _mkdir(p.milter_dir, 0o750, group=SENDMAIL_USER)
     _mkdir(p.logs, 0o755)
     _mkdir(p.etc, 0o755)
+    _mkdir(p.dev, 0o750, group=SENDMAIL_USER)
     _mkdir(p.queue, 0o700, owner=SENDMAIL_USER, group=SENDMAIL_USER)
     _mkdir(p.local_dir, 0o750, owner=SENDMAIL_USER, group=SERVICE_USER)
     _mkdir(p.mail, 0o755, owner=SENDMAIL_USER, group=SENDMAIL_USER)
@@ -256,7 +279,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     _wait_for("the milter socket", lambda: os.path.exists(p.milter_socket), pids, logs)
     if os.path.lexists(p.upstream):
         os.unlink(p.upstream)  # Sendmail will not replace a socket smmta cannot write
-    pids["sendmail"], patience = _start_sendmail(p, prefix, hostname)
+    patience = _start_sendmail(p, prefix, hostname, pids, logs)
     _wait_for("Sendmail's sendgate-local socket", lambda: os.path.exists(p.upstream), pids, logs, patience)
     os.chown(p.upstream, pwd.getpwnam(SENDMAIL_USER).pw_uid, grp.getgrnam(SERVICE_USER).gr_gid)
     os.chmod(p.upstream, 0o660)

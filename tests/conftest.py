@@ -90,6 +90,11 @@ class Stack:
         return pathlib.Path(self.facts["log"])
 
     @property
+    def sendmail_log(self) -> pathlib.Path:
+        assert self.mta == "sendmail"
+        return pathlib.Path(self.facts["log"])
+
+    @property
     def milter_log(self) -> pathlib.Path:
         return pathlib.Path(self.facts["milter_log"])
 
@@ -226,14 +231,30 @@ def milter_log_lines(stack: Stack, qid: str) -> list[str]:
     return [line for line in stack.milter_log.read_text(errors="replace").splitlines() if f" {qid}: " in line]
 
 
+def sendmail_log_lines(stack: Stack, qid: str, until: str, timeout: float = 10) -> list[str]:
+    """Sendmail's log lines for qid, once one of them contains until (it
+    logs a delivery just after the delivery agent has written the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in stack.sendmail_log.read_text(errors="replace").splitlines() if f" {qid}: " in line]
+        if any(until in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
 def assert_submitted_by(stack: Stack, item: Delivered, login: str) -> None:
-    """The milter judged the message as login's submission; on Postfix the
-    MTA itself logged the XCLIENT login too (Sendmail never learns it: the
-    login reaches only the milter, see sendgate.policy.handoff)."""
+    """The milter judged the message as login's submission.  On Postfix the
+    MTA itself logged the XCLIENT login too; Sendmail never learns the login
+    (it reaches only the milter, see sendgate.policy.handoff), but its log
+    shows that the message came in on the submit daemon's service."""
     qid = queue_id(item)
     assert any(f"{qid}: submission: login={login} " in line for line in milter_log_lines(stack, qid))
     if stack.mta == "postfix":
         assert any(f"sasl_method=XCLIENT, sasl_username={login}" in line for line in postfix_log_lines(stack, qid))
+    else:
+        lines = sendmail_log_lines(stack, qid, until="stat=Sent")
+        assert any(": from=<" in line and ", daemon=sendgate-local, " in line for line in lines)
+        assert any("mailer=maildir" in line and "stat=Sent" in line for line in lines)
     assert item.all("X-Sendgate-Login") == []
 
 

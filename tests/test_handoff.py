@@ -98,3 +98,14 @@ def test_stack_delivery_agent_writes_the_recipient(tmp_path):
     path = deliver(str(tmp_path), "carol@example.net", b"Return-Path: <a@b>\nSubject: y\n\nhi\n")
     assert open(path, "rb").read() == (b"Return-Path: <a@b>\nX-Original-To: carol@example.net\n"
                                        b"Delivered-To: carol@example.net\nSubject: y\n\nhi\n")
+
+
+@pytest.mark.parametrize("datagram,want", [
+    pytest.param(b"<22>Nov 30 12:00:00 sendmail[12]: 6AU: stat=Sent", b"Nov 30 12:00:00 sendmail[12]: 6AU: stat=Sent\n",
+                 id="priority-removed"),
+    pytest.param(b"<22>x\ny\n\0", b"x y\n", id="one-line"),
+    pytest.param(b"no priority", b"no priority\n", id="no-priority"),
+])
+def test_stack_syslog_line(datagram, want):
+    from sendgate.stack_syslog import line_for
+    assert line_for(datagram) == want

@@ -17,7 +17,7 @@ import smtplib
 import pytest
 
 from conftest import (DOMAIN, assert_submitted_by, delivered, milter_log_lines, program, queue_id, run_as,
-                      sendmail, unique_marker)
+                      sendmail, sendmail_log_lines, unique_marker)
 
 # An SMTP dialogue run as a test user: each command sent alone, each reply
 # printed on one line as "CODE TEXT".  Passed with -c because the checkout
@@ -185,6 +185,8 @@ def test_network_mail_is_relayed_without_submission_fixups(stack, request):
     assert {name: bool(item.all(name)) for name in ("Date", "Message-ID")} == RELAY_ADDS[stack.mta]
     if stack.mta == "sendmail":
         assert re.fullmatch(rf"<\d{{12}}\.{qid}@mail\.{DOMAIN}>", item.one("Message-ID"))
+        lines = sendmail_log_lines(stack, qid, until="stat=Sent")
+        assert any(": from=<carol@example.net>" in line and ", daemon=inbound, " in line for line in lines)
     log = milter_log_lines(stack, qid)
     assert log[-1].endswith(f"{qid}: relay: from=<carol@example.net> nrcpt=1: no fix-ups")
     assert any(f"{qid}: removed 1 X-Sendgate-Login field(s) from a client" in line for line in log)
