@@ -118,6 +118,8 @@ class Stacks:
         need(os.geteuid() == 0, "the stack tests run as root")
         if mta == "postfix":
             need(shutil.which("postfix") is not None, "Postfix is not installed")
+        else:
+            need(shutil.which("m4") is not None, "m4 is not installed (the Sendmail stack's .cf is built with it)")
         for user in TEST_USERS:
             try:
                 pwd.getpwnam(user)
