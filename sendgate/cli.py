@@ -2,7 +2,7 @@
     sendgate - administer sendgate
 
 SYNOPSIS
-    sendgate stack up --dir DIR [--domain DOMAIN] [--mail-owner USER] [--set KEY=VALUE]...
+    sendgate stack up --dir DIR [--mta postfix|sendmail] [--domain DOMAIN] [--mail-owner USER] [--set KEY=VALUE]...
     sendgate stack adduser --dir DIR LOGIN PASSWORD
     sendgate stack down --dir DIR
     sendgate check-config [--no-mta] [FILE]
@@ -26,6 +26,12 @@ DESCRIPTION
                   local users send as; USER owns the Maildir (default: the
                   sudo user, else sendgate).  --set puts KEY: VALUE (YAML)
                   into the stack's sendgate.yaml.
+                  --mta sendmail builds the same stack on the real Sendmail
+                  8.17 instead (fetched from Debian into /opt/sendgate/sendmail
+                  on first use; see "Using sendgate with Sendmail" in the
+                  README): it prints sendmail_config= instead of
+                  postfix_config=, delivers as Sendmail's account smmta and
+                  takes no --mail-owner.
     stack adduser Create a SASL account LOGIN with PASSWORD for the stack's
                   submission service (or change its password).
     stack down    Stop everything stack up started under DIR.
@@ -74,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sendgate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    stack = commands.add_parser("stack", help="a private Postfix + sendgate stack")
+    stack = commands.add_parser("stack", help="a private Postfix or Sendmail + sendgate stack")
     actions = stack.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="build and start a stack")
     up.add_argument("--dir", required=True)
+    up.add_argument("--mta", choices=("postfix", "sendmail"), default="postfix")
     up.add_argument("--domain", default="example.org")
     up.add_argument("--mail-owner", default=None)
     up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings")
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from sendgate import stack
     try:
         if args.action == "up":
-            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner,
+            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner, mta=args.mta,
                              settings=parse_settings(args.settings))
             for key, value in facts.items():
                 print(f"{key}={value}")

@@ -140,7 +140,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("submit_user", _str, "sendgate", "Account sendgate-submitd runs as after binding its socket; its groups must reach submit_upstream.", "login"),
     Key("submit_upstream", _socket_spec, "unix:/var/spool/postfix/public/sendgate", "The MTA's dedicated submission service, reachable only by submit_user.", "unix:path"),
     Key("postfix_config_directory", _path, "/etc/postfix", "Postfix's configuration directory, for `sendgate status` and `check-config`.", "path"),
-    Key("submit_upstream_protocol", _enum("xclient"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=).", "xclient"),
+    Key("submit_upstream_protocol", _enum("xclient", "header"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=) or header (Sendmail: an X-Sendgate-Login: field the milter trusts only on milter_local_daemon_name).", "xclient | header"),
     Key("submit_upstream_timeout", _positive_int, 300, "Seconds to wait for each reply of the MTA (end of data included).", "seconds"),
     Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds"),
     Key("submit_message_size_limit", _positive_int, 10240000, "Largest message accepted, in bytes; SIZE advertises the smaller of this and the MTA's.", "bytes"),

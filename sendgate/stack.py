@@ -31,6 +31,8 @@ system's SASL configuration is never read.  The SASL directory is
 $config_directory/sasl because Debian's Postfix looks for smtpd.conf there
 (and then in /usr/lib/sasl) whatever cyrus_sasl_config_path says; main.cf
 names it in cyrus_sasl_config_path as well, for Postfix builds that honour it.
+
+The same stack on Sendmail instead of Postfix: sendgate.stack_sendmail.
 """
 
 from __future__ import annotations
@@ -306,10 +308,12 @@ def _postfix(p: Paths, *args: str) -> subprocess.CompletedProcess:
 
 
 def _spawn(p: Paths, name: str, module: str, log_path: str) -> int:
+    # cwd "/": `python -m` puts the working directory first on sys.path, and
+    # a checkout there would shadow the installed package.
     env = dict(os.environ, SENDGATE_CONFIG=p.config)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", module, "--config", p.config],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
                                 start_new_session=True, close_fds=True)
     _write(p.pidfile(name), f"{proc.pid}\n")
     return proc.pid
@@ -376,15 +380,18 @@ def default_mail_owner() -> str:
 
 
 def up(directory: str, domain: str = "example.org", mail_owner: str | None = None,
-       settings: dict | None = None) -> dict[str, str]:
+       settings: dict | None = None, mta: str = "postfix") -> dict[str, str]:
     """Build and start the stack; return the key=value facts `stack up` prints."""
+    unknown = sorted(set(settings or {}) - set(config.KEYS))
+    if unknown:
+        raise config.ConfigError("--set", None, unknown[0], "unknown key")
+    if mta == "sendmail":
+        from sendgate import stack_sendmail
+        return stack_sendmail.up(directory, domain, mail_owner, settings)
     check_prerequisites()
     p = Paths(os.path.abspath(directory))
     _require(not any(os.path.exists(p.pidfile(n)) for n in ("submitd", "milter")),
              f"a stack seems to be running in {p.root}: run `sendgate stack down --dir {p.root}` first")
-    unknown = sorted(set(settings or {}) - set(config.KEYS))
-    if unknown:
-        raise config.ConfigError("--set", None, unknown[0], "unknown key")
     owner = mail_owner or default_mail_owner()
     mail_uid, mail_gid = _ids(owner)
     hostname = f"mail.{domain}"
@@ -428,6 +435,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "postfix_config": p.postfix_config, "log": p.postfix_log, "inbound": f"127.0.0.1:{inbound}",
         "submission": f"127.0.0.1:{submission}",
         "submitd_log": p.submitd_log, "milter_log": p.milter_log, "domain": domain,
+        "mta": "postfix", "upstream": p.upstream,
     }
 
 
@@ -435,7 +443,7 @@ def down(directory: str) -> list[str]:
     """Stop what `stack up` started in directory; return what was stopped."""
     p = Paths(os.path.abspath(directory))
     stopped = []
-    for name in ("submitd", "milter"):
+    for name in ("submitd", "sendmail", "syslog", "milter"):
         path = p.pidfile(name)
         try:
             with open(path, encoding="ascii") as fp:

@@ -1,9 +1,12 @@
-"""Shared fixtures: one private Postfix stack per test session, helpers to
-submit mail as the unprivileged test users and to read what was delivered.
+"""Shared fixtures: private MTA stacks (one per MTA, started when a test
+first needs it and kept for the session), helpers to submit mail as the
+unprivileged test users and to read what was delivered.
 
-Tests that need the real stack use the `stack` fixture.  Without root or
-Postfix they are skipped, except under CI=true, where a missing Postfix is
-a failure: CI must exercise the real MTA.
+Tests that must behave the same on every MTA use the `stack` fixture, which
+runs them once on Postfix and once on Sendmail; tests of one MTA's own
+mechanism use `postfix_stack` or `sendmail_stack`.  Without root or Postfix
+they are skipped, except under CI=true, where that is a failure: CI must
+exercise the real MTAs.  The Sendmail stack fetches Sendmail itself.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
 TEST_USERS = ("sgtest1", "sgtest2")
 DOMAIN = "example.org"
+MTAS = ("postfix", "sendmail")
 
 
 def _digest(root: pathlib.Path) -> str:
@@ -79,8 +83,22 @@ class Stack:
         return self.facts["config"]
 
     @property
+    def mta(self) -> str:
+        return self.facts["mta"]
+
+    @property
     def postfix_log(self) -> pathlib.Path:
+        assert self.mta == "postfix"
         return pathlib.Path(self.facts["log"])
+
+    @property
+    def sendmail_log(self) -> pathlib.Path:
+        assert self.mta == "sendmail"
+        return pathlib.Path(self.facts["log"])
+
+    @property
+    def milter_log(self) -> pathlib.Path:
+        return pathlib.Path(self.facts["milter_log"])
 
     @property
     def inbound(self) -> tuple[str, int]:
@@ -104,18 +122,19 @@ class Stack:
         return {"SENDGATE_CONFIG": self.config, "PATH": "/usr/bin:/bin"}
 
 
-def start_stack(prefix: str, *settings: str) -> Stack:
-    """sendgate stack up in a new directory, with the test users' SASL
-    accounts (password: password_of(user)); --set KEY=VALUE for settings."""
+def start_stack(prefix: str, *settings: str, mta: str = "postfix") -> Stack:
+    """sendgate stack up in a new directory; --set KEY=VALUE for settings.
+    On Postfix, also the test users' SASL accounts (password: password_of(user))."""
+    need_stack_prerequisites(mta)
     directory = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     directory.chmod(0o755)
     args = [a for item in settings for a in ("--set", item)]
-    up = subprocess.run([program("sendgate"), "stack", "up", "--dir", str(directory), *args],
-                        capture_output=True, text=True, timeout=180)
+    up = subprocess.run([program("sendgate"), "stack", "up", "--mta", mta, "--dir", str(directory), *args],
+                        capture_output=True, text=True, timeout=600)
     if up.returncode != 0:
         stop_stack(directory)
-        pytest.fail(f"stack up failed ({up.returncode}):\n{up.stdout}{up.stderr}")
-    for user in TEST_USERS:
+        pytest.fail(f"stack up --mta {mta} failed ({up.returncode}):\n{up.stdout}{up.stderr}")
+    for user in TEST_USERS if mta == "postfix" else ():
         add = subprocess.run([program("sendgate"), "stack", "adduser", "--dir", str(directory), user,
                               password_of(user)], capture_output=True, text=True, timeout=60)
         if add.returncode != 0:
@@ -130,23 +149,64 @@ def stop_stack(directory: pathlib.Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def need_stack_prerequisites() -> None:
+def need_stack_prerequisites(mta: str = "postfix") -> None:
     need(os.geteuid() == 0, "the stack tests run as root")
-    need(shutil.which("postfix") is not None, "Postfix is not installed")
     for user in TEST_USERS:
         try:
             pwd.getpwnam(user)
         except KeyError:
             need(False, f"test user {user} is missing (scripts/test creates it)")
-    need(shutil.which("saslpasswd2") is not None, "saslpasswd2 is not installed (sasl2-bin)")
+    if mta == "postfix":
+        need(shutil.which("postfix") is not None, "Postfix is not installed")
+        need(shutil.which("saslpasswd2") is not None, "saslpasswd2 is not installed (sasl2-bin)")
+    else:
+        need(shutil.which("m4") is not None, "m4 is not installed (the Sendmail stack's .cf is built with it)")
+
+
+class Stacks:
+    """The session's stacks, one per MTA, started on first use and stopped at the end."""
+
+    def __init__(self):
+        self.started: dict[str, Stack] = {}
+        self.failed: dict[str, str] = {}
+
+    def get(self, mta: str) -> Stack:
+        need_stack_prerequisites(mta)
+        if mta in self.failed:
+            pytest.fail(self.failed[mta])
+        if mta not in self.started:
+            try:
+                self.started[mta] = start_stack(f"sendgate-test-{mta}-", mta=mta)
+            except pytest.fail.Exception as err:
+                self.failed[mta] = str(err)
+                raise
+        return self.started[mta]
+
+    def close(self) -> None:
+        for item in self.started.values():
+            stop_stack(item.dir)
 
 
 @pytest.fixture(scope="session")
-def stack():
-    need_stack_prerequisites()
-    started = start_stack("sendgate-test-")
+def stacks():
+    started = Stacks()
     yield started
-    stop_stack(started.dir)
+    started.close()
+
+
+@pytest.fixture(scope="session", params=MTAS)
+def stack(request, stacks) -> Stack:
+    return stacks.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def postfix_stack(stacks) -> Stack:
+    return stacks.get("postfix")
+
+
+@pytest.fixture(scope="session")
+def sendmail_stack(stacks) -> Stack:
+    return stacks.get("sendmail")
 
 
 def password_of(user: str) -> str:
@@ -227,13 +287,45 @@ def delivered(stack: Stack, marker: str, count: int = 1, timeout: float = 20) ->
 
 
 def queue_id(item: Delivered) -> str:
-    """Postfix's queue id, from the Received: it added."""
+    """The MTA's queue id, from the Received: it added (Postfix and Sendmail
+    both write "... id QUEUEID ...")."""
     received = item.all("Received")[0]
     return received.split(" id ", 1)[1].split()[0].rstrip(";")
 
 
 def postfix_log_lines(stack: Stack, qid: str) -> list[str]:
     return [line for line in stack.postfix_log.read_text(errors="replace").splitlines() if f" {qid}:" in line]
+
+
+def milter_log_lines(stack: Stack, qid: str) -> list[str]:
+    return [line for line in stack.milter_log.read_text(errors="replace").splitlines() if f" {qid}: " in line]
+
+
+def sendmail_log_lines(stack: Stack, qid: str, until: str, timeout: float = 10) -> list[str]:
+    """Sendmail's log lines for qid, once one of them contains until (it
+    logs a delivery just after the delivery agent has written the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in stack.sendmail_log.read_text(errors="replace").splitlines() if f" {qid}: " in line]
+        if any(until in line for line in lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def assert_submitted_by(stack: Stack, item: Delivered, login: str) -> None:
+    """The milter judged the message as login's submission.  On Postfix the
+    MTA itself logged the XCLIENT login too; Sendmail never learns the login
+    (it reaches only the milter, see sendgate.policy.handoff), but its log
+    shows that the message came in on the submit daemon's service."""
+    qid = queue_id(item)
+    assert any(f"{qid}: submission: login={login} " in line for line in milter_log_lines(stack, qid))
+    if stack.mta == "postfix":
+        assert any(f"sasl_method=XCLIENT, sasl_username={login}" in line for line in postfix_log_lines(stack, qid))
+    else:
+        lines = sendmail_log_lines(stack, qid, until="stat=Sent")
+        assert any(": from=<" in line and ", daemon=sendgate-local, " in line for line in lines)
+        assert any("mailer=maildir" in line and "stat=Sent" in line for line in lines)
+    assert item.all("X-Sendgate-Login") == []
 
 
 def unique_marker(request) -> str:

@@ -24,6 +24,12 @@ import pathlib
 import pytest
 
 from conftest import delivered, sendmail
+
+
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
 from sendgate.policy.message import encode, split_message
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"

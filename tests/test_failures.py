@@ -187,3 +187,30 @@ def test_mta_dying_mid_message_is_exit_75_and_saved(mta_dies_at_end_of_data, no_
         75, b"sendmail: message refused: 451 4.4.2 Error: lost connection with the mail system; message not accepted,"
             b" try again later; message saved in /home/sgtest1/dead.letter\n")
     assert b"keep me" in DEAD.read_bytes()
+
+
+@pytest.fixture
+def milter_away(stack):
+    """The stack's milter unreachable for one test: its socket renamed."""
+    sock = stack.dir / "run/milter/milter.sock"
+    away = sock.with_name("milter.sock.away")
+    sock.rename(away)
+    yield stack
+    away.rename(sock)
+
+
+# Both MTAs fail closed (Postfix milter_default_action = tempfail, Sendmail
+# F=T); each words its temporary failure in its own way.
+MILTER_AWAY = {
+    "postfix": b"sendmail: message refused: 451 4.7.1 Service unavailable - try again later;"
+               b" message saved in /home/sgtest1/dead.letter\n",
+    "sendmail": b"sendmail: message refused: 451 4.3.2 Please try again later;"
+                b" message saved in /home/sgtest1/dead.letter\n",
+}
+
+
+def test_milter_away_is_a_temporary_failure(milter_away, no_dead_letter):
+    stack = milter_away
+    result = sendmail(stack, USER, ["-t", "-i"], MESSAGE)
+    assert (result.returncode, result.stderr) == (75, MILTER_AWAY[stack.mta])
+    assert b"keep me" in DEAD.read_bytes()

@@ -11,6 +11,12 @@ import pytest
 
 from conftest import delivered
 
+
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
+
 SENDER = b"MAIL FROM:<root@example.org>"
 
 

@@ -14,6 +14,12 @@ import pytest
 
 from conftest import delivered, program, run_as
 
+
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
+
 # A client run as a test user: N concurrent sessions, one message each.
 CLIENT = r"""
 import asyncio, collections, json, os, pwd, sys

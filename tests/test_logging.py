@@ -15,6 +15,12 @@ import pytest
 
 from conftest import DOMAIN, delivered, need, program, queue_id, run_as, sendmail, unique_marker
 
+
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
+
 SID = r"[0-9A-F]{10}"
 
 

@@ -21,6 +21,12 @@ import pytest
 from conftest import (DOMAIN, delivered, need_stack_prerequisites, password_of, postfix_log_lines, program, queue_id,
                       sendmail, submit_smtp, unique_marker)
 
+
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
+
 ME = "sendgate test user {user} <{user}@example.org>"
 DATE = "Mon, 30 Nov 2026 10:00:00 +0000"
 

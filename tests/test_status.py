@@ -11,6 +11,12 @@ import pytest
 from conftest import program
 
 
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
+
+
 def run(*args):
     result = subprocess.run([program("sendgate"), *args], capture_output=True, text=True, timeout=60)
     return result.returncode, result.stdout, result.stderr

@@ -17,6 +17,12 @@ import pytest
 
 from conftest import DOMAIN, need, program
 
+
+@pytest.fixture(scope="session")
+def stack(postfix_stack):
+    """Postfix only: this file tests Postfix's own mechanisms or wording."""
+    return postfix_stack
+
 SERVICE = "sendgate"
 
 

@@ -33,7 +33,7 @@ from sendgate import replies
 from sendgate.daemon import quote
 from sendgate.metrics import Metrics
 from sendgate.milter.ratestore import RateStore
-from sendgate.policy import fixups, limits
+from sendgate.policy import fixups, handoff, limits
 from sendgate.policy.identity import Mode, Principal, mode_for, session_login
 from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
 from sendgate.policy.sender import SenderRules, default_address
@@ -48,7 +48,7 @@ class MilterSettings:
     rules: SenderRules
     rates: limits.RateLimits
     store: RateStore
-    local_daemon_name: str = "sendgate-local"
+    local_daemon_name: str = "sendgate-local"   # where XCLIENT logins and X-Sendgate-Login: count
 
 
 def collecting(func):
@@ -121,7 +121,9 @@ class SettingsSource:
 # The macros the policy reads, asked for at negotiation so that the MTA
 # sends these and no others.  {daemon_name} is a connect macro by default,
 # and the connect step is not negotiated, so it is asked for at MAIL.
-MACROS = {Milter.M_ENVFROM: ("{auth_authen}", "{auth_type}", "{daemon_name}"), Milter.M_EOM: ("i",)}
+# The queue id ("i") is asked for at MAIL as well: Sendmail assigns it
+# there and does not send it again at end of message when asked.
+MACROS = {Milter.M_ENVFROM: ("{auth_authen}", "{auth_type}", "{daemon_name}", "i"), Milter.M_EOM: ("i",)}
 # The only edits the policy makes: header fields added, changed, deleted,
 # and the envelope sender; the MTA is told not to expect any other.
 ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.SETSYMLIST
@@ -155,6 +157,7 @@ class PolicyMilter(Milter.Base):
         self.fields: list[Field] = []
         self.nrcpt = 0
         self.failure: str | None = None
+        self.mode = Mode.RELAY
 
     @Milter.noreply
     @collecting
@@ -191,15 +194,19 @@ class PolicyMilter(Milter.Base):
             action = self.decide(qid)
         except Exception as err:  # noqa: BLE001 - any failure must fail closed
             log.error("%s: error in end-of-message: %s: %s: tempfail", qid, type(err).__name__, quote(str(err)))
-            action = self.refuse(replies.R451_POLICY_ERROR, Milter.TEMPFAIL)
+            action = self.refuse(replies.R451_POLICY_ERROR)
         outcome = {Milter.CONTINUE: "accepted", Milter.REJECT: "rejected"}.get(action, "tempfail")
-        self.metrics.message("milter", mode_for(self.login).value, outcome)
+        self.metrics.message("milter", self.mode.value, outcome)
         self.metrics.milter_time(time.perf_counter() - started)
         return action
 
-    def refuse(self, reply, action: int) -> int:
+    def refuse(self, reply) -> int:
         self.setreply(str(reply.code), reply.enhanced, reply.text.replace("%", "%%"))
-        return action
+        return Milter.TEMPFAIL if reply.temporary else Milter.REJECT
+
+    def remove_identity(self, who: handoff.HandOff) -> None:
+        for occurrence in who.remove:
+            self.chgheader(handoff.IDENTITY_FIELD, occurrence, "")
 
     def rate_refusal(self, login: str):
         """Count this message for login; the refusal when it is over a limit."""
@@ -215,21 +222,36 @@ class PolicyMilter(Milter.Base):
 
     def decide(self, qid: str) -> int:
         facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
-        if mode_for(self.login) is Mode.RELAY:
+        who = handoff.resolve(self.login, self.getsymval("{daemon_name}"),
+                              self.settings.local_daemon_name, self.fields)
+        if who.refusal is not None:
+            log.warning("%s: reject: %s field on daemon %s: %s %s", qid, handoff.IDENTITY_FIELD,
+                        quote(self.getsymval("{daemon_name}") or "?"), facts, who.refusal)
+            return self.refuse(who.refusal)
+        if who.remove and who.source != "header":
+            log.warning("%s: removed %d %s field(s) from a client: %s", qid, len(who.remove),
+                        handoff.IDENTITY_FIELD, facts)
+        self.mode = mode_for(who.login)
+        if self.mode is Mode.RELAY:
+            self.remove_identity(who)
             log.info("%s: relay: %s: no fix-ups", qid, facts)
             return Milter.CONTINUE
-        login = self.login or ""
+        login = who.login or ""
         rules = self.settings.rules
         principal = Principal(login, default_address(login, rules), full_name(login))
-        decision = decide(self.fields, self.mail_from, principal, rules, self.settings.fixups, new_stamp())
+        # The policy judges the message as it will leave: without the
+        # identity field, which goes first so that the positions it counts
+        # are the MTA's.
+        fields = [f for f in self.fields if not f.is_(handoff.IDENTITY_FIELD)]
+        decision = decide(fields, self.mail_from, principal, rules, self.settings.fixups, new_stamp())
         if decision.reply is not None:
-            refusal = decision.reply
-            log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, refusal)
-            return self.refuse(refusal, Milter.REJECT)
+            log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, decision.reply)
+            return self.refuse(decision.reply)
         refusal = self.rate_refusal(login)
         if refusal is not None:
             log.info("%s: defer: login=%s %s: %s", qid, quote(login), facts, refusal)
-            return self.refuse(refusal, Milter.TEMPFAIL)
+            return self.refuse(refusal)
+        self.remove_identity(who)
         if decision.new_sender is not None:
             self.chgfrom(f"<{decision.new_sender}>")
         self.apply(list(decision.edits))
@@ -251,17 +273,26 @@ class PolicyMilter(Milter.Base):
 
     def apply(self, edits: list[Edit]) -> None:
         inserted = 0
-        for edit in edits:
+        for position, edit in enumerate(edits):
             if isinstance(edit, AddHeader) and edit.index is None:
                 self.addheader(edit.name, edit.value)
             elif isinstance(edit, AddHeader):
                 # The policy's index is a 0-based position among the fields
-                # the milter saw.  Postfix counts insert positions from its
-                # own hidden Received: (index 0 would go above it, 1 just
+                # the milter saw.  Postfix and Sendmail count insert positions
+                # after their own Received: (index 0 would go above it, 1 just
                 # below it), so position p is index p + 1; each field we
                 # insert moves the next one down, keeping the policy's order.
                 inserted += 1
                 self.addheader(edit.name, edit.value, edit.index + inserted)
+                # Sendmail's header templates (Date:, From:, Message-Id: and
+                # their Resent- variants) stay beside an inserted field, where
+                # an appended one replaces them.  Deleting the occurrence after
+                # the last one the message has removes that default (a no-op
+                # on Postfix, which has none).
+                have = sum(1 for f in self.fields if f.is_(edit.name))
+                have += sum(1 for e in edits[:position + 1]
+                            if isinstance(e, AddHeader) and e.name.lower() == edit.name.lower())
+                self.chgheader(edit.name, have + 1, "")
             elif isinstance(edit, ChangeHeader):
                 self.chgheader(edit.name, edit.occurrence, edit.value)
 

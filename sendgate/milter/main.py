@@ -11,7 +11,11 @@ DESCRIPTION
     (Date:, Message-ID:, From: when missing, Sender: when the user is not the
     author) and checks that the user may use the envelope sender.  Other
     mail is relayed untouched.  A login that arrived by XCLIENT counts only
-    on milter_local_daemon_name, the submit daemon's own service.
+    on milter_local_daemon_name, the submit daemon's own service.  On
+    Sendmail, which has no XCLIENT, the login comes from the
+    X-Sendgate-Login: field that sendgate-submitd adds, trusted only on that
+    same daemon ({daemon_name}); the field is removed from every message,
+    whatever its source.
 
     Rate limits: each authenticated user may send rate_message_limit
     messages to rate_recipient_limit recipients in total per rate_window
@@ -32,7 +36,8 @@ SECURITY
     (mode 0660), drops to milter_user, checks getresuid(), and only then
     talks to the MTA.  It refuses to run as root.  Configure the MTA to fail
     closed when the milter is away (Postfix: milter_default_action =
-    tempfail), or mail would pass without policy.
+    tempfail; Sendmail: F=T in INPUT_MAIL_FILTER), or mail would pass
+    without policy.
 
 CONFIGURATION
     milter_socket, milter_socket_group, milter_user, myhostname, myorigin,

@@ -9,7 +9,9 @@ DESCRIPTION
     sendgate-sendmail command).  For each connection it learns the client's
     uid from the kernel (SO_PEERCRED), opens one session to the MTA's
     dedicated service submit_upstream, passes the uid's login with XCLIENT
-    LOGIN=, and relays MAIL, RCPT and DATA with the MTA's own replies.  The
+    LOGIN= (Postfix) or in an X-Sendgate-Login: field on top of each message
+    (Sendmail; submit_upstream_protocol: header), and relays MAIL, RCPT and
+    DATA with the MTA's own replies.  The
     RCPTHDR extension (MAIL FROM:<..> RCPTHDR) takes the recipients from the
     message header, as sendmail -t does.  There is no queue of its own: a
     client hears 250 for its message only after the MTA said 250.
@@ -33,12 +35,15 @@ SECURITY
     socket (mode submit_socket_mode), drops to submit_user with that user's
     groups, checks getresuid(), and only then accepts connections.  It
     refuses to run as root.  submit_upstream must be reachable by
-    submit_user alone (Postfix: the public/ directory, group postdrop),
-    because anyone who can reach it can claim any login with XCLIENT.
+    submit_user alone (Postfix: the public/ directory, group postdrop;
+    Sendmail: a Family=local daemon socket in a directory of group sendgate),
+    because anyone who can reach it can claim any login with XCLIENT or the
+    X-Sendgate-Login: field.  Fields of that name written by the client are
+    removed before ours is added.
 
 CONFIGURATION
     submit_socket, submit_socket_mode, submit_socket_group, submit_user,
-    submit_upstream, submit_upstream_timeout, submit_timeout,
+    submit_upstream, submit_upstream_protocol, submit_upstream_timeout, submit_timeout,
     submit_session_timeout, submit_shutdown_timeout, submit_message_size_limit,
     submit_recipient_limit, submit_command_length_limit, submit_allow_users,
     submit_allow_groups, submit_deny_users, submit_deny_groups,
@@ -85,6 +90,7 @@ def settings_from(cfg) -> SubmitSettings:
         upstream_timeout=cfg.submit_upstream_timeout,
         size_limit=cfg.submit_message_size_limit,
         recipient_limit=cfg.submit_recipient_limit,
+        protocol=cfg.submit_upstream_protocol,
         rules=cfg.sender_rules(),
         admission=cfg.admission_rules(),
         command_length_limit=cfg.submit_command_length_limit,

@@ -2,8 +2,12 @@
 
 Identity: connection_made() reads the peer's uid from the kernel
 (SO_PEERCRED) and maps it to a login with getpwuid().  Nothing the client
-says (HELO, MAIL FROM, AUTH) changes it.  The login goes to the MTA as
-XCLIENT LOGIN= on a service only this daemon can reach.
+says (HELO, MAIL FROM, AUTH) changes it.  The login goes to the MTA on a
+service only this daemon can reach, as XCLIENT LOGIN= (Postfix) or, with
+submit_upstream_protocol "header" (Sendmail, which has no XCLIENT), as an
+X-Sendgate-Login: field put on top of the message after every field of that
+name the client wrote was removed; the milter trusts it only on that
+service's {daemon_name} and removes it (sendgate.policy.handoff).
 
 Forwarding: the MTA session is opened before our greeting, so a client of a
 dead MTA gets 421 at once.  MAIL, RCPT and DATA are forwarded as they come
@@ -40,11 +44,12 @@ from sendgate.daemon import quote
 from sendgate.metrics import Metrics
 from sendgate.policy.admission import AdmissionRules, Peer, may_submit, rate_refusal, session_refusal
 from sendgate.policy.envelope import HeaderError, recipients_from_header
-from sendgate.policy.message import delete_fields, split_message
+from sendgate.policy.handoff import IDENTITY_FIELD
+from sendgate.policy.message import delete_fields, find, split_message
 from sendgate.policy.submission import header_problem
 from sendgate.policy.sender import Mismatch, SenderRules, check_envelope_sender, qualify
 from sendgate.replies import Reply
-from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument
+from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument, xtext
 from sendgate.submit_socket.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("sendgate/submit")
@@ -98,6 +103,7 @@ class SubmitSettings:
     admission: AdmissionRules = AdmissionRules()
     command_length_limit: int = 2048
     session_timeout: float = 3600
+    protocol: str = "xclient"   # submit_upstream_protocol: xclient | header
 
 
 class Registry:
@@ -176,6 +182,19 @@ def valid_helo(name: str | None) -> bool:
 
 def valid_utf8(path: str) -> bool:
     return not any("\udc80" <= c <= "\udcff" for c in path)
+
+
+def with_identity_field(content: bytes, login: str) -> bytes:
+    """The Sendmail hand-off: the client's own X-Sendgate-Login: fields out,
+    ours (the login as xtext) on top.  A message without header fields gets
+    the empty line after ours, so that its first line, whatever it is (even
+    white space, which would continue our field), stays body."""
+    header, _ = split_message(content)
+    content = delete_fields(content, find(header, IDENTITY_FIELD))
+    field = f"{IDENTITY_FIELD}: {xtext(login)}\r\n".encode("ascii")
+    if not header and not content.startswith((b"\r\n", b"\n")):
+        field += b"\r\n"
+    return field + content
 
 
 def peer_credentials(transport) -> tuple[int, int, int]:
@@ -306,7 +325,7 @@ class SubmitSMTP(SMTP):
         self._session_timer = self.loop.call_later(self.settings.session_timeout, self._session_expired)
         try:
             upstream = await Upstream.connect(self.settings.upstream_path, self.settings.upstream_timeout)
-            refusal = await upstream.handshake(self.hostname, s.login)
+            refusal = await upstream.handshake(self.hostname, s.login, self.settings.protocol)
         except UpstreamError as err:
             log.warning("%s: uid=%d login=%s: mail system unavailable: %s", s.sid, s.uid, s.login, err)
             await self.push(str(replies.R421_UNAVAILABLE.format(host=self.hostname)))
@@ -586,6 +605,8 @@ class SubmitSMTP(SMTP):
             nrcpt = len(found.recipients)
         else:
             nrcpt = len(txn.recipients)
+        if self.settings.protocol == "header":
+            content = with_identity_field(content, self.s.login)
         reply = await up.command("DATA")
         if reply.code != 354:
             return reply, nrcpt, content

@@ -158,15 +158,19 @@ class Upstream:
             self.capabilities = Capabilities.from_ehlo(reply)
         return reply
 
-    async def handshake(self, helo: str, login: str) -> Reply | None:
+    async def handshake(self, helo: str, login: str, protocol: str = "xclient") -> Reply | None:
         """Greeting, EHLO, XCLIENT LOGIN=, EHLO again (XCLIENT restarts the
-        session).  None when the session is ready, else the MTA's refusal."""
+        session).  None when the session is ready, else the MTA's refusal.
+        With protocol "header" (Sendmail) the session is ready after EHLO:
+        the login travels in the message (see SubmitSMTP._deliver)."""
         greeting = await self.reply()
         if greeting.code != 220:
             return greeting
         reply = await self.ehlo(helo)
         if reply.code != 250:
             return reply
+        if protocol == "header":
+            return None
         if "LOGIN" not in self.capabilities.xclient:
             raise UpstreamError("the mail system does not offer XCLIENT LOGIN to sendgate "
                                 "(check smtpd_authorized_xclient_hosts on its sendgate service)")

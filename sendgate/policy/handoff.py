@@ -1,0 +1,67 @@
+"""Who submitted a message, as the milter learns it from the MTA.
+
+Two hand-offs carry the login from sendgate-submitd to the MTA (DESIGN.md §5):
+
+* Postfix: XCLIENT LOGIN= on the dedicated smtpd service; the milter sees
+  {auth_authen}, as it does for SASL logins on the submission port.
+* Sendmail, which has no XCLIENT: the submit daemon prepends one
+  X-Sendgate-Login: field (the login as xtext) to the message and sends it
+  to a dedicated daemon socket (DaemonPortOptions Family=local,
+  Name=<milter_local_daemon_name>) that only the sendgate user can reach.
+  The field is trusted only on that daemon, only when the session has no
+  {auth_authen}, and only when there is exactly one: the submit daemon
+  removes every copy a client wrote before adding its own, so a second one
+  is a copy it could not recognise (e.g. "X-Sendgate-Login : x", which
+  Sendmail reads as a field and sendgate's parser as the start of the body)
+  and the message is refused.
+
+Whatever the path, every X-Sendgate-Login: field is removed from the
+message, so the field never leaves the MTA and never reaches a next hop.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sendgate import replies
+from sendgate.policy.message import Field, find
+from sendgate.replies import Reply
+
+IDENTITY_FIELD = "X-Sendgate-Login"
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
+
+
+@dataclass(frozen=True)
+class HandOff:
+    login: str | None            # the submitting login; None: not a submission
+    refusal: Reply | None        # refuse the message with this, when set
+    remove: tuple[int, ...]      # occurrences (1-based) of IDENTITY_FIELD to delete
+    source: str                  # "auth", "header" or "none", for the log
+
+
+def unxtext(text: str) -> str | None:
+    """RFC 3461 xtext decoded, or None when it is not xtext."""
+    if not _XTEXT.fullmatch(text):
+        return None
+    raw = re.sub(rb"\+([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]), text.encode("ascii"))
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def resolve(auth_login: str | None, daemon_name: str | None, local_daemon_name: str,
+            header: list[Field] | tuple[Field, ...]) -> HandOff:
+    """The login of a message from the MTA's facts and the header it received."""
+    places = find(header, IDENTITY_FIELD)
+    remove = tuple(range(len(places), 0, -1))  # highest first: indexes stay valid
+    if auth_login:
+        return HandOff(auth_login, None, remove, "auth")
+    if daemon_name != local_daemon_name:
+        return HandOff(None, None, remove, "none")
+    if not places:
+        return HandOff(None, replies.R451_NO_IDENTITY, remove, "header")
+    if len(places) > 1:
+        return HandOff(None, replies.R554_IDENTITY_FORGED, remove, "header")
+    login = unxtext(header[places[0]].unfolded().strip())
+    if not login:
+        return HandOff(None, replies.R554_IDENTITY_FORGED, remove, "header")
+    return HandOff(login, None, remove, "header")

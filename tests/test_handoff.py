@@ -1,0 +1,111 @@
+"""The Sendmail identity hand-off: which login the milter trusts
+(sendgate.policy.handoff), the field the submit daemon adds, and the
+stack's delivery agent that shows the envelope recipient."""
+
+from __future__ import annotations
+
+import pytest
+
+from sendgate import replies
+from sendgate.policy.handoff import resolve, unxtext
+from sendgate.policy.message import Field
+
+LOCAL = "sendgate-local"
+ID = "X-Sendgate-Login"
+
+
+def fields(*pairs):
+    return [Field(name, value) for name, value in pairs]
+
+
+CASES = [
+    pytest.param("alice", LOCAL, fields(("To", "b@x")), ("alice", None, (), "auth"), id="xclient-login"),
+    pytest.param("alice", "587", fields((ID, "root")), ("alice", None, (1,), "auth"),
+                 id="sasl-login-wins-over-field"),
+    pytest.param("alice", LOCAL, fields((ID, "root"), (ID.lower(), "bob")), ("alice", None, (2, 1), "auth"),
+                 id="xclient-login-wins-every-field-removed"),
+    pytest.param(None, LOCAL, fields((ID, "alice"), ("To", "b@x")), ("alice", None, (1,), "header"),
+                 id="field-on-local-daemon"),
+    pytest.param(None, LOCAL, fields((ID, " a+2Bb+C3+A9 ")), ("a+bé", None, (1,), "header"),
+                 id="field-is-xtext"),
+    pytest.param(None, LOCAL, fields((ID, "alice\n ")), ("alice", None, (1,), "header"), id="folded-field"),
+    pytest.param(None, LOCAL, fields(("To", "b@x")), (None, replies.R451_NO_IDENTITY, (), "header"),
+                 id="local-daemon-without-field"),
+    pytest.param(None, LOCAL, fields((ID, "alice"), (ID, "root")), (None, replies.R554_IDENTITY_FORGED, (2, 1), "header"),
+                 id="two-fields-on-local-daemon"),
+    pytest.param(None, LOCAL, fields((ID, "al ice")), (None, replies.R554_IDENTITY_FORGED, (1,), "header"),
+                 id="field-not-xtext"),
+    pytest.param(None, LOCAL, fields((ID, "")), (None, replies.R554_IDENTITY_FORGED, (1,), "header"),
+                 id="empty-field"),
+    pytest.param(None, "inbound", fields((ID, "alice")), (None, None, (1,), "none"), id="field-from-network"),
+    pytest.param(None, None, fields((ID, "alice")), (None, None, (1,), "none"), id="no-daemon-name"),
+    pytest.param(None, "inbound", fields(("To", "b@x")), (None, None, (), "none"), id="plain-relay"),
+    pytest.param("", LOCAL, fields((ID, "alice")), ("alice", None, (1,), "header"), id="empty-auth-is-none"),
+]
+
+
+@pytest.mark.parametrize("auth,daemon,header,want", CASES)
+def test_resolve(auth, daemon, header, want):
+    got = resolve(auth, daemon, LOCAL, header)
+    assert (got.login, got.refusal, got.remove, got.source) == want
+
+
+@pytest.mark.parametrize("text,want", [
+    pytest.param("alice", "alice", id="plain"),
+    pytest.param("a+2Bb", "a+b", id="plus"),
+    pytest.param("+3D", "=", id="equals"),
+    pytest.param("a+2b", None, id="lower-case-hex"),
+    pytest.param("a+b", None, id="bare-plus"),
+    pytest.param("a=b", None, id="bare-equals"),
+    pytest.param("a b", None, id="space"),
+])
+def test_unxtext(text, want):
+    assert unxtext(text) == want
+
+
+@pytest.mark.parametrize("message,want", [
+    pytest.param(b"To: b@x\r\n\r\nhi\r\n", b"X-Sendgate-Login: alice\r\nTo: b@x\r\n\r\nhi\r\n", id="added-on-top"),
+    pytest.param(b"X-Sendgate-Login: root\nTo: b@x\nx-sendgate-login:\n root\n\nX-Sendgate-Login: body\n",
+                 b"X-Sendgate-Login: alice\r\nTo: b@x\n\nX-Sendgate-Login: body\n", id="client-fields-removed"),
+    pytest.param(b"To: b@x\nX-Sendgate-Login : root\n\nhi\n",
+                 b"X-Sendgate-Login: alice\r\nTo: b@x\nX-Sendgate-Login : root\n\nhi\n",
+                 id="space-before-colon-is-body-here-the-milter-refuses-it"),
+    pytest.param(b" continued\nTo: b@x\n\nhi\n", b"X-Sendgate-Login: alice\r\n\r\n continued\nTo: b@x\n\nhi\n",
+                 id="no-header-leading-white-space-stays-body"),
+    pytest.param(b"hi\n", b"X-Sendgate-Login: alice\r\n\r\nhi\n", id="no-header-at-all"),
+    pytest.param(b"\nhi\n", b"X-Sendgate-Login: alice\r\n\nhi\n", id="empty-header"),
+])
+def test_submit_daemon_identity_field(message, want):
+    from sendgate.submit_socket.server import with_identity_field
+    assert with_identity_field(message, "alice") == want
+
+
+def test_identity_field_is_xtext():
+    from sendgate.submit_socket.server import with_identity_field
+    added = with_identity_field(b"\r\nhi\r\n", "a+b\u00e9 c").split(b"\r\n", 1)[0]
+    assert added == b"X-Sendgate-Login: a+2Bb+C3+A9+20c"
+    assert unxtext(added.split(b": ", 1)[1].decode()) == "a+b\u00e9 c"
+
+
+def test_stack_delivery_agent_writes_the_recipient(tmp_path):
+    from sendgate.stack_deliver import deliver
+    for sub in ("tmp", "new", "cur"):
+        (tmp_path / sub).mkdir()
+    path = deliver(str(tmp_path), "bob@example.net", b"Subject: x\n\nhi\n")
+    assert path.startswith(str(tmp_path / "new") + "/")
+    assert open(path, "rb").read() == b"X-Original-To: bob@example.net\nDelivered-To: bob@example.net\nSubject: x\n\nhi\n"
+    assert list((tmp_path / "tmp").iterdir()) == []
+    path = deliver(str(tmp_path), "carol@example.net", b"Return-Path: <a@b>\nSubject: y\n\nhi\n")
+    assert open(path, "rb").read() == (b"Return-Path: <a@b>\nX-Original-To: carol@example.net\n"
+                                       b"Delivered-To: carol@example.net\nSubject: y\n\nhi\n")
+
+
+@pytest.mark.parametrize("datagram,want", [
+    pytest.param(b"<22>Nov 30 12:00:00 sendmail[12]: 6AU: stat=Sent", b"Nov 30 12:00:00 sendmail[12]: 6AU: stat=Sent\n",
+                 id="priority-removed"),
+    pytest.param(b"<22>x\ny\n\0", b"x y\n", id="one-line"),
+    pytest.param(b"no priority", b"no priority\n", id="no-priority"),
+])
+def test_stack_syslog_line(datagram, want):
+    from sendgate.stack_syslog import line_for
+    assert line_for(datagram) == want
