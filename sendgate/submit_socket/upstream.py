@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sendgate.smtpwire import dot_stuff, xtext
+from sendgate.wiredata import dot_stuff, xtext
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
