@@ -132,6 +132,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("fixup_sender", _bool, True, "Add Sender: when the user is not the single From: mailbox, replacing a Sender: that is not the user.", "boolean"),
     Key("sender_login_maps", _login_map, {}, "Addresses each login may send as (exact, *@domain, login+*@domain); a login not listed may use login@myorigin.", "login: [address, ...]"),
     Key("sender_trusted_users", _str_list, (), "Logins that may use any envelope sender and any From:.", "list of logins"),
+    Key("sendmail_mailq_command", _str, "postqueue -p", "What `mailq` and `sendmail -bp` run: a program and its arguments, split on spaces.", "command"),
+    Key("sendmail_newaliases_command", _str, "newaliases", "What `newaliases`, `sendmail -bi` and `-I` run; when it is the sendmail command itself, the MTA's sendmail kept by install-shim runs with -bi.", "command"),
+    Key("sendmail_flush_command", _str, "postqueue -f", "What `sendmail -q` runs to deliver the queued mail now.", "command"),
     Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
 )
 
