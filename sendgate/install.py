@@ -60,6 +60,11 @@ def _exists(path: str) -> bool:
     return os.path.lexists(path)
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as fp:
+        return fp.read()
+
+
 def _use_dpkg(root: str) -> bool:
     return shutil.which("dpkg-divert") is not None and os.path.isdir(os.path.join(root, "var/lib/dpkg"))
 
@@ -109,8 +114,7 @@ def install(root: str = "/", python: str | None = None, site_dir: str | None = N
             done.append(f"renamed {path} to {path + SUFFIX}")
         if _exists(path) and not is_ours(path):
             raise InstallError(f"{path} is still there after diverting it; not overwriting it")
-        current = open(path, encoding="utf-8").read() if is_ours(path) else None
-        if current != text:
+        if not is_ours(path) or _read(path) != text:
             _write_launcher(path, text)
             done.append(f"installed {path}")
     return done

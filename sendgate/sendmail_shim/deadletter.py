@@ -203,7 +203,7 @@ def resubmit(path: str | None = None, verbose: bool = False) -> int:
                 sys.stderr.write(f"sendgate: resubmit: {what}: {failure}; kept in {path}\n")
                 continue
             sent += 1
-            print(f"resubmit: {what}: sent: {reply}")
+            print(f"resubmit: {what}: sent: 250 {reply}")
         if sent:
             _replace(path, kept)
     finally:

@@ -483,7 +483,7 @@ def verify(opts: Options, path: str, recipients: list[str]) -> int:
     if opts.extract:
         raise usage("-bv takes its recipients from the command line, not -t")
     client = Client(path, opts.verbose)
-    worst = EX_OK
+    worst, refused = EX_OK, 0
     try:
         client.greet()
         sender = opts.sender if opts.sender is not None else login_name()
@@ -494,14 +494,16 @@ def verify(opts: Options, path: str, recipients: list[str]) -> int:
             code, text = client.command(f"RCPT TO:<{rcpt}>")
             verdict = "deliverable" if 200 <= code < 300 else "undeliverable"
             sys.stdout.write(f"{rcpt}... {verdict}: {code} {text}\n")
-            if verdict == "undeliverable" and worst == EX_OK:
-                worst = status_for(code, text)
+            if verdict == "undeliverable":
+                refused += 1
+                # A permanent refusal of an address is "unknown recipient".
+                worst = worst or (EX_TEMPFAIL if 400 <= code < 500 else EX_NOUSER)
         client.command("RSET")
     finally:
         client.close()
     sys.stdout.flush()
-    if worst != EX_OK:
-        raise Failure(worst, "-bv", "some addresses are undeliverable")
+    if refused:
+        raise Failure(worst, "-bv", f"{refused} of {len(recipients)} addresses undeliverable")
     return EX_OK
 
 
