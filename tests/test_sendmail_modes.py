@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 
 import pytest
 
-from conftest import DOMAIN, delivered, program, unique_marker
+from conftest import DOMAIN, delivered, program, run_as, unique_marker
 from sendmail_helpers import public_dir, run_caller  # noqa: F401  (fixture)
 
 USER = "sgtest3"
@@ -163,3 +164,24 @@ def test_delegated_command_coming_back_is_stopped(stack, public_dir):  # noqa: F
     result = run_caller(stack, public_dir, USER, ["mailq"], env={"SENDGATE_CONFIG": str(config)})
     assert (result.returncode, result.stderr) == (
         78, f"sendmail: mailq: sendmail_mailq_command leads back to sendmail (via {wrapper})\n".encode())
+
+
+# What the send path loads: measured on a real send, started as the
+# install-shim launcher starts it (python -I -S, sendgate's directory only).
+HEAVY = {"asyncio", "email", "yaml", "argparse", "socket", "selectors", "re", "enum", "aiosmtpd", "Milter"}
+
+
+def test_send_path_imports_only_what_it_needs(stack, request):
+    import sendgate
+    m = unique_marker(request)
+    site_dir = str(pathlib.Path(sendgate.__file__).parent.parent)
+    code = (f"import sys; sys.path.insert(0, {site_dir!r}); sys.argv[0] = 'sendmail'; "
+            "from sendgate.sendmail_shim.main import main; sys.exit(main())")
+    result = run_as(USER, [program("python"), "-X", "importtime", "-I", "-S", "-c", code, "-t", "-i"],
+                    f"To: bob@example.net\nSubject: {m}\n\nx\n".encode(), stack.env())
+    assert result.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "sendgate.sendmail_shim.main" in imported
+    assert {name.split(".")[0] for name in imported} & HEAVY == set()
+    assert len(delivered(stack, m)) == 1
