@@ -117,6 +117,18 @@ def smtp_bs(stack, pub, m):
     return run_caller(stack, pub, USER, [program("python"), "-c", script])
 
 
+def symfony_mailer(stack, pub, m):
+    # Symfony Mailer's SendmailTransport in its default mode, `sendmail -bs`.
+    autoload = "/usr/share/php/Symfony/Component/Mailer/autoload.php"
+    need(os.path.exists(autoload), "php-symfony-mailer is not installed (scripts/debian-packages)")
+    code = (f"require '{autoload}';"
+            "$t = new Symfony\\Component\\Mailer\\Transport\\SendmailTransport('sendmail -bs');"
+            f"$e = (new Symfony\\Component\\Mime\\Email())->from('{USER}@{DOMAIN}')->to('bob@example.net')"
+            f"->bcc('hidden@example.net')->subject('{m}')->text('symfony body');"
+            "(new Symfony\\Component\\Mailer\\Mailer($t))->send($e);")
+    return run_caller(stack, pub, USER, ["php", "-r", code])
+
+
 def _ids(user):
     import pwd
     entry = pwd.getpwnam(user)
@@ -139,6 +151,8 @@ CALLERS = [
                  id="git-send-email"),
     pytest.param(at_job, {"to": [f"sgtest4@{DOMAIN}"], "From": ME, "body": b"job done\n"}, id="at-job"),
     pytest.param(python_popen, {"to": ["bob@example.net"], "From": ME}, id="python-popen"),
+    pytest.param(symfony_mailer, {"to": ["bob@example.net", "hidden@example.net"], "From": f"{USER}@{DOMAIN}"},
+                 id="symfony-mailer-bs"),
     pytest.param(smtp_bs, {"to": ["bob@example.net", "carol@example.net"], "From": f"{USER}@{DOMAIN}",
                            "body": b"hi\n.dot\n"}, id="smtp-client-on-bs"),
 ]
