@@ -144,3 +144,36 @@ def test_resubmit_with_the_listener_down_keeps_everything(stack, dead):
     assert result.stderr == (b"sendgate: resubmit: message from <sgtest4> to <a@example.net>: cannot connect to "
                              b"/nonexistent/submit.sock: No such file or directory; kept in /home/sgtest4/dead.letter\n")
     assert dead.read_bytes() == before
+
+
+def test_append_waiting_for_a_resubmit_follows_the_replaced_file(dead):
+    # A resubmit holds the lock and then renames a new file over the name; a
+    # sendmail that was waiting for the lock must append to the new file.
+    import fcntl
+    import subprocess
+    import time
+    dead.write_bytes(FOREIGN)
+    os.chown(dead, pwd.getpwnam(USER).pw_uid, -1)
+    old = os.open(dead, os.O_RDWR)
+    fcntl.flock(old, fcntl.LOCK_EX)
+    env = [f"{k}={v}" for k, v in {"HOME": str(HOME), "PATH": "/usr/bin:/bin", **DOWN}.items()]
+    waiting = subprocess.Popen(["runuser", "-u", USER, "--", "env", "-i", *env, program("sendgate-sendmail"),
+                                "-i", "late@example.net"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    waiting.stdin.write(b"Subject: late\n\nwaited\n")
+    waiting.stdin.close()
+    inode = f":{os.fstat(old).st_ino} "
+    while not any("->" in line and inode in line for line in pathlib.Path("/proc/locks").read_text().splitlines()):
+        assert waiting.poll() is None, waiting.stderr.read()
+        time.sleep(0.01)
+    replacement = dead.with_name("dead.letter.new")
+    replacement.write_bytes(b"From replaced\n")
+    os.chown(replacement, pwd.getpwnam(USER).pw_uid, -1)
+    replacement.rename(dead)
+    fcntl.flock(old, fcntl.LOCK_UN)
+    assert waiting.wait(30) == 75
+    assert os.pread(old, 4096, 0) == FOREIGN
+    os.close(old)
+    chunks = split_entries(dead.read_bytes())
+    assert chunks[0] == b"From replaced\n\n"
+    assert parse_entry(chunks[1])[0].recipients == ["late@example.net"]
