@@ -56,6 +56,8 @@ MESSAGES = [
          "To: bob@example.net\nSubject: {m}\n\n" + "x" * 5000 + "\nend\n", {"body": b"x" * 5000 + b"\nend\n"}),
     case("bare-cr-never-doubled", ["-t", "-i"],
          "To: bob@example.net\r\nSubject: {m}\r\n\r\na\r\nb\r\n", {"body": b"a\nb\n"}),
+    case("utf8-recipient-asks-smtputf8", ["-i", "j\u00f6rg@example.net"],
+         "Subject: {m}\n\nhallo\n", {"to": "j\u00f6rg@example.net", "body": b"hallo\n"}),
     case("esmtp-parameters-accepted", ["-t", "-i", "-B", "8BITMIME", "-N", "delay,failure", "-R", "hdrs",
                                        "-V", "env+1", "-U"],
          "To: bob@example.net\nSubject: {m}\n\nb\u00fcdy\n", {"body": "b\u00fcdy\n".encode()}),
@@ -68,6 +70,8 @@ def test_message_handling(stack, public_dir, request, args, message, want):  # n
     result = run_caller(stack, public_dir, USER, ["sendmail", *args], message.replace("{m}", m).encode())
     assert (result.returncode, result.stderr) == (0, b"")
     (item,) = delivered(stack, m)
+    if "to" in want:
+        assert item.raw.split(b"\n")[1] == f"X-Original-To: {want['to']}".encode()
     if "From" in want:
         assert item.one("From") == want["From"]
     if "body" in want:

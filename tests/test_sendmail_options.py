@@ -53,6 +53,9 @@ def parsed(argv):
                  id="separate-arguments"),
     pytest.param(["sendmail", "-tif", "me@x"], {"extract": True, "ignore_dots": True, "sender": "me@x"},
                  id="cluster-ending-in-argument-option"),
+    pytest.param(["sendmail", "-oep", "-oeq", "-oew", "-oee", "-eq", "-odi", "-odq", "-om", "-G", "-n", "-m",
+                  "-x", "-c", "-h", "17", "-L", "tag", "-O", "o=v", "-Ac", "-X", "/f", "-B", "7BIT", "a@x"],
+                 {"body": "7BIT", "recipients": ["a@x"]}, id="checklist-ignored"),
     pytest.param(["sendmail", "-ti", "oem"], {"extract": True, "ignore_dots": True, "recipients": ["oem"]},
                  id="old-busybox-crond"),
 ])
@@ -118,3 +121,10 @@ def test_with_from(message, want):
 def test_delegated_defaults_match_the_schema():
     assert {key: default for key, default, _ in DELEGATED.values()} == {
         key: config.KEYS[key].default for key, _, _ in DELEGATED.values()}
+
+
+def test_help_is_the_manual(capsys):
+    from sendgate.sendmail_shim.main import run
+    assert run(["sendmail", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NAME\n    sendgate-sendmail") and "DIAGNOSTICS" in out and "DEAD LETTERS" in out

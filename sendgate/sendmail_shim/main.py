@@ -27,7 +27,8 @@ DESCRIPTION
     -R RET      full or hdrs: what a bounce returns (MAIL RET=).
     -V ENVID    Envelope id for DSNs (MAIL ENVID=).
     -B TYPE     7BIT or 8BITMIME (MAIL BODY=).
-    -U          Ask for SMTPUTF8 (MAIL SMTPUTF8).
+    -U          Ask for SMTPUTF8 (MAIL SMTPUTF8); asked anyway when the
+                sender or a command-line recipient is not ASCII.
     -bm         Read the message and send it (the default).
     -bs         Speak SMTP on standard input and output, relayed to the
                 submit socket (Symfony Mailer, Nextcloud, Alpine use this).
@@ -164,9 +165,11 @@ class Envelope:
         mail += [f"BODY={opts.body}"] if opts.body else []
         mail += [f"RET={opts.ret}"] if opts.ret else []
         mail += [f"ENVID={xtext(opts.envid)}"] if opts.envid else []
-        mail += ["SMTPUTF8"] if opts.smtputf8 else []
-        rcpt = [f"NOTIFY={opts.notify}"] if opts.notify else []
         sender = opts.sender if opts.sender is not None else login_name()
+        # An address that is not ASCII needs SMTPUTF8 whether or not -U asked.
+        if opts.smtputf8 or not all(a.isascii() for a in [sender, *recipients]):
+            mail.append("SMTPUTF8")
+        rcpt = [f"NOTIFY={opts.notify}"] if opts.notify else []
         return cls(sender, recipients, opts.extract, mail, rcpt)
 
 
