@@ -80,7 +80,7 @@ def test_message_handling(stack, public_dir, request, args, message, want):  # n
 
 def test_verbose_shows_the_parameters_sent(stack, public_dir, request):  # noqa: F811
     m = unique_marker(request)
-    args = ["sendmail", "-v", "-t", "-i", "-B8BITMIME", "-N", "success", "-R", "full", "-V", "a+b", "-U"]
+    args = ["sendmail", "-v", "-t", "-i", "-B8BITMIME", "-N", "never", "-R", "full", "-V", "a+b", "-U"]
     result = run_caller(stack, public_dir, USER, args, f"To: bob@example.net\nSubject: {m}\n\nx\n".encode())
     assert result.returncode == 0
     dialogue = result.stderr.decode().splitlines()
@@ -189,3 +189,20 @@ def test_send_path_imports_only_what_it_needs(stack, request):
     assert "sendgate.sendmail_shim.main" in imported
     assert {name.split(".")[0] for name in imported} & HEAVY == set()
     assert len(delivered(stack, m)) == 1
+
+
+def test_t_with_n_gives_header_recipients_notify(stack, public_dir, request):  # noqa: F811
+    # sqwebmail's `-oi -t -f addr -N...`: NOTIFY must reach the header's recipients.
+    m = unique_marker(request)
+    message = f"To: Bob <bob@example.net>, carol\nBcc: hidden@example.net\nSubject: {m}\n\nx\n".encode()
+    args = ["sendmail", "-v", "-oi", "-t", "-f", f"{USER}@{DOMAIN}", "-Ndelay,failure", "bob@example.net"]
+    result = run_caller(stack, public_dir, USER, args, message)
+    assert result.returncode == 0
+    dialogue = result.stderr.decode().splitlines()
+    assert [line for line in dialogue if line.startswith("RCPT")] == [
+        f"RCPT TO:<{r}> NOTIFY=DELAY,FAILURE" for r in
+        ("bob@example.net", "bob@example.net", f"carol@{DOMAIN}", "hidden@example.net")]
+    copies = delivered(stack, m, count=3)
+    assert sorted(c.one("X-Original-To") for c in copies) == ["bob@example.net", f"carol@{DOMAIN}",
+                                                             "hidden@example.net"]
+    assert all(c.all("Bcc") == [] for c in copies)

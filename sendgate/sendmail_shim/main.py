@@ -23,7 +23,8 @@ DESCRIPTION
     -F NAME     Full name: when the message has no From:, this command adds
                 "From: NAME <sender>" (the -f address, else the user's).
     -N DSN      Delivery notifications: never, or a comma list of success,
-                delay, failure (RCPT NOTIFY=).
+                delay, failure (RCPT NOTIFY=).  With -t this command finds
+                the header's recipients too, to give each one NOTIFY.
     -R RET      full or hdrs: what a bounce returns (MAIL RET=).
     -V ENVID    Envelope id for DSNs (MAIL ENVID=).
     -B TYPE     7BIT or 8BITMIME (MAIL BODY=).
@@ -365,11 +366,26 @@ def with_from(message: bytes, full_name: str, address: str) -> bytes:
     return line + message
 
 
+def domain_of(settings: dict[str, str]) -> str:
+    """The domain for unqualified addresses, as the server computes it."""
+    return settings.get("myorigin") or settings.get("myhostname") or _socket.gethostname()
+
+
 def qualified(address: str, settings: dict[str, str]) -> str:
-    if "@" in address or not address:
-        return address
-    domain = settings.get("myorigin") or settings.get("myhostname") or _socket.gethostname()
-    return f"{address}@{domain}"
+    return address if "@" in address or not address else f"{address}@{domain_of(settings)}"
+
+
+def header_recipients(message: bytes, settings: dict[str, str]) -> list[str]:
+    """-t with -N: the header's recipients, found here too so that each gets
+    an RCPT carrying NOTIFY (the server merges them with its own RCPTHDR
+    extraction, duplicates collapsed).  A header the server will refuse
+    adds none here; the server's 554 names the problem."""
+    from sendgate.policy.envelope import HeaderError, recipients_from_header
+    from sendgate.policy.message import split_message
+    try:
+        return list(recipients_from_header(split_message(message)[0], domain_of(settings)).recipients)
+    except HeaderError:
+        return []
 
 
 class Client:
@@ -617,6 +633,8 @@ def run(argv: list[str]) -> int:
     if not recipients and not opts.extract:
         raise usage("no recipients given (use -t to take them from the header)")
     message = read_message(sys.stdin.buffer, opts.ignore_dots)
+    if opts.extract and opts.notify:
+        recipients = recipients + header_recipients(message, settings)
     envelope = Envelope.from_options(opts, recipients)
     if opts.full_name is not None:
         message = with_from(message, opts.full_name, qualified(envelope.sender or login_name(), settings))
