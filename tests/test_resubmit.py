@@ -74,7 +74,9 @@ def test_resubmit_sends_and_removes(stack, dead, request):
 
     result = resubmit(stack)
     assert (result.returncode, result.stderr) == (0, b"")
-    assert result.stdout.startswith(f"resubmit: message from <{USER}> to <extra@example.net>: sent: 250 2.0.0 Ok".encode())
+    # -t with -N: the command listed the header's recipients as well.
+    assert result.stdout.startswith(f"resubmit: message from <{USER}> to <extra@example.net>, <bob@example.net>, "
+                                    "<hidden@example.net>: sent: 250 2.0.0 Ok".encode())
     assert not dead.exists()
     copies = delivered(stack, m, count=3)
     assert sorted(c.one("X-Original-To") for c in copies) == ["bob@example.net", "extra@example.net",
