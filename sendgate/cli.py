@@ -10,6 +10,9 @@ SYNOPSIS
     sendgate config-doc
     sendgate man-pages DIR
     sendgate setup-postfix [--root DIR] [--domain DOMAIN] [--undo]
+    sendgate resubmit [-v] [FILE]
+    sendgate install-shim [--root DIR]
+    sendgate uninstall-shim [--root DIR]
 
 DESCRIPTION
     stack up      Build and start a private stack under DIR: a Postfix
@@ -53,13 +56,24 @@ DESCRIPTION
                   nothing; see the README's install guide for the rest.
     man-pages     Write the manual pages, built from each command's --help
                   and from the configuration schema, into DIR.
+    resubmit      Send the messages the sendmail command saved in
+                  ~/dead.letter (or FILE) again, as the user who runs it;
+                  each is removed only after the MTA accepted it, the rest
+                  of the file is kept as it was.  -v prints the dialogue.
+    install-shim  Put the sendmail command in place of /usr/sbin/sendmail,
+                  /usr/bin/mailq and /usr/bin/newaliases, keeping the MTA's
+                  programs as PATH.sendgate-orig (dpkg-divert on Debian).
+                  DIR (default /) is the root of the tree to change.
+    uninstall-shim  Remove them and put the MTA's programs back.
 
     To send through a stack:  SENDGATE_CONFIG=DIR/sendgate.yaml sendgate-sendmail -t -i < message
 
 DIAGNOSTICS
     Exit status 0 on success, 64 for a usage error, 78 for a configuration
     error (the message names file, line and key), 1 when the stack cannot
-    be started or stopped, with the reason on standard error.
+    be started or stopped or the shim installed or removed, with the reason
+    on standard error.  resubmit exits as sendgate-sendmail would for the
+    first message that failed again (75: try later), 0 when all went.
 
 SEE ALSO
     sendgate-submitd(8), sendgate-milter(8), sendgate-sendmail(1), sendgate.yaml(5)
@@ -107,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--undo", action="store_true")
     man = commands.add_parser("man-pages", help="write the manual pages")
     man.add_argument("dir")
+    resubmit = commands.add_parser("resubmit", help="send saved dead letters again")
+    resubmit.add_argument("-v", "--verbose", action="store_true")
+    resubmit.add_argument("file", nargs="?", default=None)
+    for name in ("install-shim", "uninstall-shim"):
+        shim = commands.add_parser(name, help=f"{name.split('-')[0]} the sendmail command as /usr/sbin/sendmail")
+        shim.add_argument("--root", default="/")
     return parser
 
 
@@ -164,6 +184,18 @@ def main(argv: list[str] | None = None) -> int:
         from sendgate import manpages
         for path in manpages.write(args.dir):
             print(path)
+        return 0
+    if args.command == "resubmit":
+        from sendgate.sendmail_shim import deadletter
+        return deadletter.command(args.file, args.verbose)
+    if args.command in ("install-shim", "uninstall-shim"):
+        from sendgate import install
+        try:
+            done = (install.install if args.command == "install-shim" else install.uninstall)(args.root)
+        except (install.InstallError, OSError) as err:
+            print(f"sendgate: {args.command}: {err}", file=sys.stderr)
+            return 1
+        print("\n".join(done or ["nothing to do"]))
         return 0
     from sendgate import stack
     try:

@@ -178,6 +178,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("rate_recipient_limit", _count, 5000, "Most recipients, summed over messages, one authenticated user may send to per rate_window; 0 means no limit.", "count"),
     Key("rate_store", _enum("memory", "redis"), "memory", "Where sendgate-milter keeps the rate counters: memory (this process) or redis (shared by several milters).", "memory | redis"),
     Key("rate_redis_url", _redis_url, "redis://127.0.0.1:6379/0", "The Redis server for rate_store: redis, with unix:///path for a unix socket.", "URL"),
+    Key("sendmail_mailq_command", _str, "postqueue -p", "What `mailq` and `sendmail -bp` run: a program and its arguments, split on spaces.", "command"),
+    Key("sendmail_newaliases_command", _str, "newaliases", "What `newaliases`, `sendmail -bi` and `-I` run; when it is the sendmail command itself, the MTA's sendmail kept by install-shim runs with -bi.", "command"),
+    Key("sendmail_flush_command", _str, "postqueue -f", "What `sendmail -q` runs to deliver the queued mail now.", "command"),
     Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
     Key("syslog_socket", _path, "/dev/log", "The syslog daemon's socket, for log_destination: syslog.", "path"),
 )

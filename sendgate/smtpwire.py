@@ -1,15 +1,16 @@
-"""Pure SMTP syntax helpers shared by the submit daemon and the sendmail
-command: MAIL/RCPT argument parsing, ESMTP parameters, xtext, and the DATA
-transparency rules.  No I/O and no heavy imports (the sendmail command loads
-this on every run).
+"""Pure SMTP syntax helpers for the submit daemon: MAIL/RCPT argument
+parsing and ESMTP parameters, plus xtext and the DATA transparency rules
+from sendgate.wiredata (which the sendmail command imports alone, to stay
+clear of `re`).  No I/O.
 """
 
 from __future__ import annotations
 
 import re
 
+from sendgate.wiredata import dot_stuff, xtext  # noqa: F401  (re-exported)
+
 _PARAM_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
@@ -77,29 +78,3 @@ def param_name(param: str) -> str:
 def param_value(param: str) -> str | None:
     _, eq, value = param.partition("=")
     return value if eq else None
-
-
-def xtext(value: str) -> str:
-    """RFC 3461 xtext: '+', '=' and anything outside '!'..'~' as +HH."""
-    out = []
-    for byte in value.encode("utf-8", "surrogateescape"):
-        if 33 <= byte <= 126 and byte not in (43, 61):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
-
-
-def dot_stuff(content: bytes) -> bytes:
-    """Message bytes as DATA sends them: every line ending (CRLF, bare LF or
-    bare CR) becomes CRLF, lines starting with '.' get another, and the
-    result ends with CRLF but not with the final '.' line.
-
-    Normalizing bare CR and LF is what makes SMTP smuggling impossible
-    through us: whatever the client sent, no byte sequence it chose can end
-    the upstream DATA early.
-    """
-    lines = _LINE_BREAK.split(content)
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return b"".join((b"." + line if line[:1] == b"." else line) + b"\r\n" for line in lines)

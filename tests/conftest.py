@@ -32,7 +32,7 @@ import sendgate
 
 CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
-TEST_USERS = ("sgtest1", "sgtest2")
+TEST_USERS = ("sgtest1", "sgtest2", "sgtest3", "sgtest4")
 DOMAIN = "example.org"
 MTAS = ("postfix", "sendmail")
 

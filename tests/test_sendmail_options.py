@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sendgate.sendmail_shim.main import Failure, cut_at_dot, parse_args, split_recipients, status_for
+from sendgate import config
+from sendgate.sendmail_shim.main import (DELEGATED, Failure, cut_at_dot, parse_args, split_recipients, status_for,
+                                         with_from)
 
 
 def parsed(argv):
@@ -38,6 +40,24 @@ def parsed(argv):
     pytest.param(["mailq"], {"mode": "p"}, id="mailq-argv0"),
     pytest.param(["newaliases"], {"mode": "i"}, id="newaliases-argv0"),
     pytest.param(["sendmail", "-q"], {"mode": "q"}, id="queue-run"),
+    pytest.param(["sendmail", "-q30m"], {"mode": "q"}, id="queue-run-interval"),
+    pytest.param(["sendmail", "-bp"], {"mode": "p"}, id="bp"),
+    pytest.param(["sendmail", "-bi"], {"mode": "i"}, id="bi"),
+    pytest.param(["sendmail", "-I"], {"mode": "i"}, id="I"),
+    pytest.param(["sendmail", "-bv", "a@x"], {"mode": "v", "recipients": ["a@x"]}, id="bv"),
+    pytest.param(["sendmail", "-oiTrue", "a@x"], {"ignore_dots": True, "recipients": ["a@x"]}, id="oi-true"),
+    pytest.param(["sendmail", "-o7", "-oQ/x", "-oA/etc/aliases", "-eq", "-em", "a@x"], {"recipients": ["a@x"]},
+                 id="o-with-any-letter"),
+    pytest.param(["sendmail", "-F", "Joe", "-V", "id", "-N", "never", "a@x"],
+                 {"full_name": "Joe", "envid": "id", "notify": "NEVER", "recipients": ["a@x"]},
+                 id="separate-arguments"),
+    pytest.param(["sendmail", "-tif", "me@x"], {"extract": True, "ignore_dots": True, "sender": "me@x"},
+                 id="cluster-ending-in-argument-option"),
+    pytest.param(["sendmail", "-oep", "-oeq", "-oew", "-oee", "-eq", "-odi", "-odq", "-om", "-G", "-n", "-m",
+                  "-x", "-c", "-h", "17", "-L", "tag", "-O", "o=v", "-Ac", "-X", "/f", "-B", "7BIT", "a@x"],
+                 {"body": "7BIT", "recipients": ["a@x"]}, id="checklist-ignored"),
+    pytest.param(["sendmail", "-ti", "oem"], {"extract": True, "ignore_dots": True, "recipients": ["oem"]},
+                 id="old-busybox-crond"),
 ])
 def test_parse_args(argv, want):
     assert parsed(argv) == want
@@ -86,3 +106,25 @@ def test_cut_at_dot(data, want):
 ])
 def test_status_for(code, text, want):
     assert status_for(code, text) == want
+
+
+@pytest.mark.parametrize("message,want", [
+    pytest.param(b"Subject: s\n\nbody\n", b"From: Joe <u@x>\nSubject: s\n\nbody\n", id="added-on-top"),
+    pytest.param(b"FROM: a@b\nSubject: s\n\nbody\n", b"FROM: a@b\nSubject: s\n\nbody\n", id="existing-kept"),
+    pytest.param(b"just a body\n", b"From: Joe <u@x>\n\njust a body\n", id="no-header-at-all"),
+    pytest.param(b"\nbody\n", b"From: Joe <u@x>\n\nbody\n", id="empty-header"),
+])
+def test_with_from(message, want):
+    assert with_from(message, "Joe", "u@x") == want
+
+
+def test_delegated_defaults_match_the_schema():
+    assert {key: default for key, default, _ in DELEGATED.values()} == {
+        key: config.KEYS[key].default for key, _, _ in DELEGATED.values()}
+
+
+def test_help_is_the_manual(capsys):
+    from sendgate.sendmail_shim.main import run
+    assert run(["sendmail", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NAME\n    sendgate-sendmail") and "DIAGNOSTICS" in out and "DEAD LETTERS" in out

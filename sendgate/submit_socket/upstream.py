@@ -11,7 +11,7 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from sendgate.smtpwire import dot_stuff, xtext
+from sendgate.wiredata import dot_stuff, xtext
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100

@@ -1,0 +1,30 @@
+"""DATA transparency and xtext: the two SMTP encodings the sendmail command
+needs on every run.  No imports at all, so that loading this costs nothing
+(sendgate.smtpwire, which the daemons use, re-exports both).
+"""
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: '+', '=' and anything outside '!'..'~' as +HH."""
+    out = []
+    for byte in value.encode("utf-8", "surrogateescape"):
+        if 33 <= byte <= 126 and byte not in (43, 61):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+def dot_stuff(content: bytes) -> bytes:
+    """Message bytes as DATA sends them: every line ending (CRLF, bare LF or
+    bare CR) becomes CRLF, lines starting with '.' get another, and the
+    result ends with CRLF but not with the final '.' line.
+
+    Normalizing bare CR and LF is what makes SMTP smuggling impossible
+    through us: whatever the client sent, no byte sequence it chose can end
+    the upstream DATA early.
+    """
+    lines = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line[:1] == b"." else line) + b"\r\n" for line in lines)
