@@ -46,7 +46,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 from sendgate import config
 
@@ -62,25 +61,28 @@ class StackError(Exception):
     """stack up/down cannot go on; str() says why and what to do."""
 
 
-@dataclass(frozen=True)
 class Paths:
-    root: str
+    """Where everything of a stack lives, as attributes: p.socket, p.maildir..."""
+
+    WHERE = {
+        "config": "sendgate.yaml", "run": "run", "socket": "run/submit.sock",
+        "milter_dir": "run/milter", "milter_socket": "run/milter/milter.sock",
+        "postfix_config": "postfix/etc", "queue": "postfix/spool", "data": "postfix/data",
+        "upstream": "postfix/spool/public/sendgate", "mail": "mail", "maildir": "mail/Maildir",
+        "logs": "log", "postfix_log": "log/postfix.log", "submitd_log": "log/submitd.log",
+        "milter_log": "log/milter.log", "inbound_file": "run/inbound",
+        "sasl_dir": "postfix/etc/sasl", "sasldb": "postfix/etc/sasl/sasldb2", "tls_dir": "postfix/tls",
+        "tls_cert": "postfix/tls/cert.pem", "tls_key": "postfix/tls/key.pem",
+        "submission_file": "run/submission",
+    }
+
+    def __init__(self, root: str):
+        self.root = root
 
     def __getattr__(self, name: str) -> str:
-        where = {
-            "config": "sendgate.yaml", "run": "run", "socket": "run/submit.sock",
-            "milter_dir": "run/milter", "milter_socket": "run/milter/milter.sock",
-            "postfix_config": "postfix/etc", "queue": "postfix/spool", "data": "postfix/data",
-            "upstream": "postfix/spool/public/sendgate", "mail": "mail", "maildir": "mail/Maildir",
-            "logs": "log", "postfix_log": "log/postfix.log", "submitd_log": "log/submitd.log",
-            "milter_log": "log/milter.log", "inbound_file": "run/inbound",
-            "sasl_dir": "postfix/etc/sasl", "sasldb": "postfix/etc/sasl/sasldb2", "tls_dir": "postfix/tls",
-            "tls_cert": "postfix/tls/cert.pem", "tls_key": "postfix/tls/key.pem",
-            "submission_file": "run/submission",
-        }
-        if name not in where:
+        if name not in self.WHERE:
             raise AttributeError(name)
-        return os.path.join(self.root, where[name])
+        return os.path.join(self.root, self.WHERE[name])
 
     def pidfile(self, name: str) -> str:
         return os.path.join(self.root, "run", f"{name}.pid")

@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 
-from sendgate import config
+from sendgate import config, stack
 from sendgate.stack import (LOCAL_DAEMON_NAME, READY_TIMEOUT, SERVICE_USER, StackError, _free_loopback_port,
                             _mkdir, _probe, _require, _spawn, _wait_for, _write)
 
@@ -79,7 +79,7 @@ HELP_FILE = "etc/mail/helpfile"
 INBOUND_DAEMON_NAME = "inbound"
 
 
-class Paths:
+class Paths(stack.Paths):
     WHERE = {
         "config": "sendgate.yaml", "run": "run", "socket": "run/submit.sock",
         "milter_dir": "run/milter", "milter_socket": "run/milter/milter.sock",
@@ -90,17 +90,6 @@ class Paths:
         "logs": "log", "sendmail_log": "log/sendmail.log", "submitd_log": "log/submitd.log",
         "milter_log": "log/milter.log", "inbound_file": "run/inbound",
     }
-
-    def __init__(self, root: str):
-        self.root = root
-
-    def __getattr__(self, name: str) -> str:
-        if name not in self.WHERE:
-            raise AttributeError(name)
-        return os.path.join(self.root, self.WHERE[name])
-
-    def pidfile(self, name: str) -> str:
-        return os.path.join(self.root, "run", f"{name}.pid")
 
 
 def _prefix_ready(prefix: str) -> bool:
@@ -173,6 +162,11 @@ dnl The stack directory may sit in /tmp: trust a sticky directory on the path.
 define(`confDONT_BLAME_SENDMAIL', `TrustStickyBit')dnl
 define(`confPRIVACY_FLAGS', `noexpn,novrfy,noetrn,noverb')dnl
 define(`confTO_IDENT', `0s')dnl
+dnl Deliver at once even on a loaded test machine: by default Sendmail only
+dnl queues (and delivers at the next queue run) above a load average of 8.
+define(`confQUEUE_LA', `200')dnl
+define(`confREFUSE_LA', `400')dnl
+define(`confDELAY_LA', `0')dnl
 FEATURE(`no_default_msa')dnl
 FEATURE(`nocanonify')dnl
 FEATURE(`accept_unresolvable_domains')dnl
@@ -217,7 +211,7 @@ _IN_NAMESPACE = (
 def _start_sendmail(p: Paths, prefix: str, hostname: str, pids: dict[str, int],
                     logs: dict[str, str]) -> float:
     """Start Sendmail (and its syslog socket); return how long it may take to listen."""
-    argv = [os.path.join(prefix, BINARY), "-C", p.cf, "-bD", "-q30m"]
+    argv = [os.path.join(prefix, BINARY), "-C", p.cf, "-bD", "-q1m"]
     patience = READY_TIMEOUT
     if subprocess.run(["unshare", "--uts", "--mount", "true"], capture_output=True).returncode == 0:
         with open(p.sendmail_log, "ab") as log:

@@ -31,21 +31,27 @@ def no_dead_letter():
         DEAD.unlink()
 
 
+def start_submitd(directory: pathlib.Path, upstream: str, log) -> subprocess.Popen:
+    """A real sendgate-submitd on directory/submit.sock, forwarding to upstream."""
+    config = directory / "sendgate.yaml"
+    config.write_text(f"myhostname: mail.{DOMAIN}\nmyorigin: {DOMAIN}\nsubmit_socket: {directory}/submit.sock\n"
+                      f"submit_upstream: unix:{upstream}\nlog_destination: stderr\n")
+    daemon = subprocess.Popen([program("python"), "-m", "sendgate.submit_socket.main", "--config", str(config)],
+                              stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while not (directory / "submit.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return daemon
+
+
 @pytest.fixture(scope="module")
 def mta_down():
     """A real sendgate-submitd whose MTA service does not exist."""
     need(os.geteuid() == 0, "starts a daemon that drops to the sendgate user")
     directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-mtadown-", dir="/tmp"))
     directory.chmod(0o755)
-    config = directory / "sendgate.yaml"
-    config.write_text(f"myhostname: mail.{DOMAIN}\nmyorigin: {DOMAIN}\nsubmit_socket: {directory}/submit.sock\n"
-                      f"submit_upstream: unix:{directory}/no-such-mta\nlog_destination: stderr\n")
     log = open(directory / "submitd.log", "wb")
-    daemon = subprocess.Popen([program("python"), "-m", "sendgate.submit_socket.main", "--config", str(config)],
-                              stdout=log, stderr=log)
-    deadline = time.monotonic() + 20
-    while not (directory / "submit.sock").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    daemon = start_submitd(directory, f"{directory}/no-such-mta", log)
     yield directory
     daemon.terminate()
     daemon.wait(10)
@@ -167,14 +173,7 @@ def mta_dies_at_end_of_data():
 
     thread = threading.Thread(target=mta, daemon=True)
     thread.start()
-    config = directory / "sendgate.yaml"
-    config.write_text(f"myhostname: mail.{DOMAIN}\nmyorigin: {DOMAIN}\nsubmit_socket: {directory}/submit.sock\n"
-                      f"submit_upstream: unix:{directory}/mta\nlog_destination: stderr\n")
-    daemon = subprocess.Popen([program("python"), "-m", "sendgate.submit_socket.main", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not (directory / "submit.sock").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    daemon = start_submitd(directory, f"{directory}/mta", subprocess.DEVNULL)
     yield directory
     daemon.terminate()
     daemon.wait(10)
