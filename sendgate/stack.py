@@ -328,12 +328,19 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours counts as dead.
+    # A zombie counts as dead: reap it when it is our child; when it is not
+    # (the `stack up` that started it has exited), it waits for an init that
+    # may never reap it, as in a container.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
-        return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fp:
+            return fp.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _wait_for(what: str, ready, pids: dict[str, int], logs: dict[str, str], timeout: float = READY_TIMEOUT) -> None:
@@ -444,31 +451,38 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
 def down(directory: str) -> list[str]:
     """Stop what `stack up` started in directory; return what was stopped."""
     p = Paths(os.path.abspath(directory))
-    stopped = []
-    for name in ("submitd", "sendmail", "syslog", "milter"):
-        path = p.pidfile(name)
-        try:
-            with open(path, encoding="ascii") as fp:
-                pid = int(fp.read().strip())
-        except (OSError, ValueError):
-            continue
-        try:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            stopped.append(f"{name}[{pid}]")
-        except ProcessLookupError:
-            pass
-        os.unlink(path)
+    stopped = [_stop(p, "submitd")]
+    # The MTA before the milter: libmilter waits for its open connections.
     if os.path.exists(os.path.join(p.postfix_config, "main.cf")):
         result = _postfix(p, "status")
         if result.returncode == 0:
             _postfix(p, "stop")
             stopped.append("postfix")
+    stopped += [_stop(p, name) for name in ("sendmail", "syslog", "milter")]
     for sock in (p.socket, p.milter_socket):
         if os.path.exists(sock):
             os.unlink(sock)
+    return [name for name in stopped if name]
+
+
+def _stop(p: Paths, name: str) -> str | None:
+    """SIGTERM the daemon of that pid file, SIGKILL after 10 s; its name[pid]."""
+    path = p.pidfile(name)
+    try:
+        with open(path, encoding="ascii") as fp:
+            pid = int(fp.read().strip())
+    except (OSError, ValueError):
+        return None
+    stopped = None
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        stopped = f"{name}[{pid}]"
+    except ProcessLookupError:
+        pass
+    os.unlink(path)
     return stopped
