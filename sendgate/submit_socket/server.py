@@ -568,13 +568,15 @@ class SubmitSMTP(SMTP):
                         s.sid, s.uid, s.login, quote(txn.sender), err)
             s.upstream.close()
             self.loop.call_soon(self.transport.close)
+            self.registry.metrics.message("submit", "local", "tempfail")
             return str(replies.R451_UPSTREAM_LOST)
+        outcome = outcome_of(reply)
         log.info("%s: uid=%d login=%s from=<%s> nrcpt=%d size=%d%s: %s: %s",
                  s.sid, s.uid, s.login, quote(txn.sender), nrcpt, len(content),
-                 " rcpthdr" if txn.rcpthdr else "", "accepted" if reply.ok else "rejected", quote(str(reply)))
+                 " rcpthdr" if txn.rcpthdr else "", outcome, quote(str(reply)))
         if reply.ok:
             self._recent().append(self.loop.time())
-        self.registry.metrics.message("submit", "local", outcome_of(reply))
+        self.registry.metrics.message("submit", "local", outcome)
         return str(reply)
 
     def _recent(self) -> collections.deque[float]:
