@@ -25,12 +25,14 @@ import pytest
 
 from conftest import delivered, sendmail
 
+from sendgate.policy.message import encode, split_message
+
 
 @pytest.fixture(scope="session")
 def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
-from sendgate.policy.message import encode, split_message
+
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
 CASES = sorted(p.stem for p in CORPUS.glob("*.eml"))

@@ -17,6 +17,7 @@ def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
 
+
 SENDER = b"MAIL FROM:<root@example.org>"
 
 

@@ -20,6 +20,7 @@ def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
 
+
 # A client run as a test user: N concurrent sessions, one message each.
 CLIENT = r"""
 import asyncio, collections, json, os, pwd, sys

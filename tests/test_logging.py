@@ -21,6 +21,7 @@ def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
 
+
 SID = r"[0-9A-F]{10}"
 
 

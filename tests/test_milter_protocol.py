@@ -17,13 +17,14 @@ import pytest
 from miltertest import constants as C
 
 from conftest import DOMAIN
+from miltermta import MTA
 
 
 @pytest.fixture(scope="session")
 def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
-from miltermta import MTA
+
 
 ME = f"sendgate test user sgtest1 <sgtest1@{DOMAIN}>"
 SUBMISSION = {"{auth_authen}": "sgtest1", "{auth_type}": "PLAIN", "{daemon_name}": "sendgate-submission"}

@@ -35,3 +35,15 @@ def test_strict_rules(strict_stack, request, args, header, status, stderr, retur
         milter_log = (strict_stack.dir / "log/milter.log").read_text()
         if "rewritten" in request.node.callspec.id:
             assert f"sender=<sgtest1@example.org>: accepted" in milter_log
+
+
+def test_rewrite_is_a_chgfrom_as_the_mta_receives_it(strict_stack):
+    """The rewrite action, at the protocol level: one CHGFROM to the user's
+    address, before the header edits, then CONTINUE."""
+    from miltermta import MTA
+    macros = {"{auth_authen}": "sgtest1", "{auth_type}": "PLAIN", "{daemon_name}": "sendgate-submission"}
+    fields = [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<p@example.org>"),
+              ("From", "sgtest1@example.org")]
+    with MTA(str(strict_stack.dir / "run/milter/milter.sock")) as mta:
+        packets = mta.message("<sgtest2@example.org>", ["bob@example.net"], fields, macros)
+    assert packets == [("CHGFROM", "<sgtest1@example.org>", ""), ("CONTINUE",)]

@@ -27,6 +27,7 @@ def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
 
+
 ME = "sendgate test user {user} <{user}@example.org>"
 DATE = "Mon, 30 Nov 2026 10:00:00 +0000"
 

@@ -23,6 +23,7 @@ def stack(postfix_stack):
     """Postfix only: this file tests Postfix's own mechanisms or wording."""
     return postfix_stack
 
+
 SERVICE = "sendgate"
 
 

@@ -253,7 +253,9 @@ class PolicyMilter(Milter.Base):
             return self.refuse(refusal)
         self.remove_identity(who)
         if decision.new_sender is not None:
-            self.chgfrom(f"<{decision.new_sender}>")
+            # No ESMTP parameters, sent as an empty string: the 8.14 protocol
+            # allows leaving them out, but some MTA-side decoders want both.
+            self.chgfrom(f"<{decision.new_sender}>", "")
         self.apply(list(decision.edits))
         for edit in decision.edits:
             action = "add" if isinstance(edit, AddHeader) else ("change" if edit.value else "delete")
