@@ -1,0 +1,42 @@
+"""Part 3a: messages per second and latency percentiles at several numbers of
+concurrent clients, through the submit socket (Postfix with sendgate-milter
+behind it) against Postfix's smtpd directly (the same service, so the same
+milter, which sees relay mode there).  One message per session; both sides
+are driven by the same client (loadgen.py), level by level, socket and
+direct alternating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+from benchstack import BenchStack
+from loadgen import load, percentile
+
+SENDER = "root@example.org"
+RCPT = "bob@example.net"
+
+
+def run(stack: BenchStack, data: bytes, levels: list[int], messages: dict[int, int], rounds: int) -> dict:
+    targets = {"socket": stack.submit("sendgate"), "direct": stack.direct("sendgate")}
+    out: dict = {"levels": levels, "messages": messages, "rounds": rounds, "results": {}}
+    for clients in levels:
+        samples: dict[str, list[float]] = {n: [] for n in targets}
+        rates: dict[str, list[float]] = {n: [] for n in targets}
+        for r in range(rounds):
+            names = list(targets) if r % 2 == 0 else list(reversed(targets))
+            for name in names:
+                latencies, elapsed = asyncio.run(load(targets[name], clients, messages[clients], SENDER, RCPT, data))
+                samples[name].extend(latencies)
+                rates[name].append(len(latencies) / elapsed)
+        out["results"][str(clients)] = {
+            name: {
+                "per_s": statistics.median(rates[name]),
+                "p50_ms": percentile(samples[name], 50) * 1000,
+                "p99_ms": percentile(samples[name], 99) * 1000,
+                "max_ms": max(samples[name]) * 1000,
+                "sessions": len(samples[name]),
+            } for name in targets
+        }
+    return out
