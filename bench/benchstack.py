@@ -112,7 +112,9 @@ class BenchStack:
 
 
 def _run(argv: list[str], timeout: float = 120) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    # cwd /: `python -m` puts the working directory first on sys.path, and a
+    # daemon started from a checkout would run that checkout, not the venv.
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd="/")
     if result.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result.stdout
@@ -198,7 +200,7 @@ def _spawn(stack: BenchStack, name: str, args: list[str]) -> subprocess.Popen:
     log = open(stack.path("log", f"{name}.log"), "ab")
     with log:
         return subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+                                start_new_session=True, cwd="/")
 
 
 def down(stack: BenchStack, remove: bool = True) -> None:
@@ -211,6 +213,6 @@ def down(stack: BenchStack, remove: bool = True) -> None:
             proc.kill()
             proc.wait()
     subprocess.run([os.path.join(VENV_BIN, "sendgate"), "stack", "down", "--dir", stack.root],
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=120, cwd="/")
     if remove:
         shutil.rmtree(stack.root, ignore_errors=True)
