@@ -17,6 +17,9 @@ from sendgate.wiredata import dot_stuff, xtext
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
+# Message data goes upstream dot-stuffed in pieces of about this many bytes,
+# so that a big message is never held dot-stuffed whole besides its original.
+PIECE_SIZE = 1 << 16
 
 
 async def _connect_unix(path: str) -> socket.socket:
@@ -149,9 +152,21 @@ class Upstream:
         return await self.reply()
 
     async def message(self, content: bytes) -> Reply:
-        """Send the message after a 354, with transparency, and read the verdict."""
-        await self.send(dot_stuff(content) + b".\r\n")
-        return await self.reply()
+        """Send the message after a 354, with transparency, and read the verdict.
+
+        Dot-stuffed piece by piece: each piece ends after a LF, so no line
+        ending is split and the next piece starts a line; the pieces joined
+        are exactly dot_stuff(content).  A small message is one write."""
+        start, size = 0, len(content)
+        while True:
+            cut = content.find(b"\n", start + PIECE_SIZE)
+            end = size if cut < 0 else cut + 1
+            piece = dot_stuff(content[start:end])
+            if end == size:
+                await self.send(piece + b".\r\n")
+                return await self.reply()
+            await self.send(piece)
+            start = end
 
     async def ehlo(self, helo: str) -> Reply:
         reply = await self.command(f"EHLO {helo}")
