@@ -146,8 +146,9 @@ def run_parts(stack: benchstack.BenchStack, parts: list[str], p: dict, results: 
         sc = results["scale"] = scale.run(stack, data, p["levels"], p["level_messages"], p["scale_rounds"])
         for clients, r in sc["results"].items():
             s, d = r["socket"], r["direct"]
+            failed = f" | failed sessions {s['errors']} / {d['errors']}" if s["errors"] or d["errors"] else ""
             say(f"   {clients:>4s} clients: socket {s['per_s']:6.0f} msg/s p99 {s['p99_ms']:7.1f} ms | "
-                f"direct {d['per_s']:6.0f} msg/s p99 {d['p99_ms']:7.1f} ms | {s['per_s'] / d['per_s']:.2f}x")
+                f"direct {d['per_s']:6.0f} msg/s p99 {d['p99_ms']:7.1f} ms | {s['per_s'] / d['per_s']:.2f}x{failed}")
 
 
 if __name__ == "__main__":

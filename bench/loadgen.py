@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 
 EHLO = b"EHLO bench.example\r\n"
@@ -38,8 +39,27 @@ async def _expect(reader: asyncio.StreamReader, code: bytes, what: str) -> None:
             return
 
 
+async def _connect(path: str):
+    """Connect the way a blocking client does: while the listen queue is
+    full (EAGAIN on a unix socket), wait and try again.  asyncio's own
+    connect takes EAGAIN for "in progress" and hands back a dead socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        return await asyncio.open_unix_connection(sock=sock, limit=1 << 16)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def _open(path: str):
-    reader, writer = await asyncio.open_unix_connection(path, limit=1 << 16)
+    reader, writer = await _connect(path)
     await _expect(reader, b"220", "greeting")
     writer.write(EHLO)
     await _expect(reader, b"250", "EHLO")
@@ -69,21 +89,26 @@ async def send_one(path: str, sender: str, rcpt: str, data: bytes) -> float:
 
 
 async def load(path: str, clients: int, messages: int, sender: str, rcpt: str,
-               data: bytes) -> tuple[list[float], float]:
+               data: bytes) -> tuple[list[float], list[str], float]:
     """clients concurrent senders share messages sessions; returns the
-    per-message latencies and the wall-clock seconds for all of them."""
+    latencies of the accepted messages, what went wrong with the others,
+    and the wall-clock seconds for all of them."""
     remaining = messages
     latencies: list[float] = []
+    errors: list[str] = []
 
     async def client() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            latencies.append(await send_one(path, sender, rcpt, data))
+            try:
+                latencies.append(await send_one(path, sender, rcpt, data))
+            except (SessionError, OSError) as err:
+                errors.append(str(err) or type(err).__name__)
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, time.perf_counter() - start
+    return latencies, errors, time.perf_counter() - start
 
 
 @contextlib.asynccontextmanager

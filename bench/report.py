@@ -56,12 +56,14 @@ def markdown(results: dict) -> str:
         sc = results["scale"]
         lines += ["### 3. Scale: concurrent clients, one message per session "
                   "(socket: submit daemon -> smtpd + sendgate-milter; direct: the same smtpd)", "",
-                  "| clients | socket msg/s | direct msg/s | ratio | socket p50 / p99 ms | direct p50 / p99 ms |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                  "| clients | socket msg/s | direct msg/s | ratio | socket p50 / p99 ms | direct p50 / p99 ms "
+                  "| failed sessions socket / direct |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
         for clients, r in sc["results"].items():
             s, d = r["socket"], r["direct"]
             lines.append(f"| {clients} | {s['per_s']:.0f} | {d['per_s']:.0f} | {s['per_s'] / d['per_s']:.2f}x | "
-                         f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} | {d['p50_ms']:.1f} / {d['p99_ms']:.1f} |")
+                         f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} | {d['p50_ms']:.1f} / {d['p99_ms']:.1f} | "
+                         f"{s['errors']} / {d['errors']} |")
         lines.append("")
     if "idle" in results:
         idle = results["idle"]
