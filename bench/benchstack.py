@@ -196,11 +196,11 @@ def _start_daemons(stack: BenchStack) -> None:
         _wait(f"the submit daemon for {name}", lambda: os.path.exists(stack.submit(name)))
 
 
-def _spawn(stack: BenchStack, name: str, args: list[str]) -> subprocess.Popen:
+def _spawn(stack: BenchStack, name: str, args: list[str], user: str | None = None) -> subprocess.Popen:
     log = open(stack.path("log", f"{name}.log"), "ab")
     with log:
         return subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, cwd="/")
+                                start_new_session=True, cwd="/", user=user)
 
 
 def down(stack: BenchStack, remove: bool = True) -> None:
