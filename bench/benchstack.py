@@ -11,8 +11,9 @@ On top of the ordinary stack (Postfix with the sendgate milter on its
     sendgate-milter negotiates, doing nothing) on DIR/run/null/null.sock,
     as user sendgate
   * three submit daemons of the bench's own, one per service, each with a
-    copy of the stack's sendgate.yaml naming its socket and upstream and a
-    100 MB size limit (for the 50 MB message):
+    copy of the stack's sendgate.yaml naming its socket and upstream, with a
+    100 MB size limit (for the 50 MB message) and room for 1,000 sessions
+    (all the bench's sessions come from root):
       DIR/run/bench/submit-sendgate.sock -> public/sendgate (sendgate milter)
       DIR/run/bench/submit-null.sock     -> public/bnull    (null milter)
       DIR/run/bench/submit-none.sock     -> public/bnone    (no milter)
@@ -43,6 +44,7 @@ from sendgate import config
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)
 SIZE_LIMIT = 100 * 1024 * 1024
+SESSION_LIMIT = 1000   # every bench session comes from root: 500 idle, 200 at once
 SERVICES = {
     # name: smtpd_milters value ('' = none); None = the stack's sendgate milter
     "sendgate": None,
@@ -186,7 +188,8 @@ def _start_daemons(stack: BenchStack) -> None:
         base = yaml.safe_load(fp)
     for name in SERVICES:
         values = dict(base, submit_socket=stack.submit(name), submit_upstream=f"unix:{stack.direct(name)}",
-                      submit_message_size_limit=SIZE_LIMIT)
+                      submit_message_size_limit=SIZE_LIMIT, submit_sessions_per_uid=SESSION_LIMIT,
+                      submit_session_limit=SESSION_LIMIT)
         with open(stack.submit_config(name), "w", encoding="utf-8") as fp:
             fp.write(config.render(values))
         config.load(stack.submit_config(name))
