@@ -138,7 +138,8 @@ def run_parts(stack: benchstack.BenchStack, parts: list[str], p: dict, results: 
         tp = results["throughput"] = throughput.run(stack, MESSAGE_1K, p["sessions"], p["messages"],
                                                     p["throughput_rounds"])
         for name, rate in tp["median_per_s"].items():
-            say(f"   {name:26s} {rate:7.0f} msg/s")
+            cpu = ", ".join(f"{d} {v:.2f}" for d, v in tp["cpu_ms_per_message"][name].items())
+            say(f"   {name:26s} {rate:7.0f} msg/s" + (f"  CPU ms/msg: {cpu}" if cpu else ""))
     with open(MESSAGE_1K, "rb") as fp:
         data = wire_message(fp.read())
     if "scale" in parts:

@@ -45,12 +45,15 @@ def markdown(results: dict) -> str:
                    "direct, null milter": "direct, no milter"}
         lines += [f"### 2. Throughput, smtp-source, {tp['sessions']} sessions, {tp['messages']} messages of 1 KB, "
                   f"one message per session, median of {tp['rounds']} rounds", "",
-                  "| path | messages/s | rounds | ratio | against |", "|---|---:|---|---:|---|"]
+                  "| path | messages/s | rounds | ratio | against | CPU ms/msg submitd | CPU ms/msg milter |",
+                  "|---|---:|---|---:|---|---:|---:|"]
         for name, value in rate.items():
             anchor = anchors.get(name)
             ratio = f"{value / rate[anchor]:.2f}x" if anchor else ""
             rounds = " ".join(f"{x:.0f}" for x in tp["rates"][name])
-            lines.append(f"| {name} | {value:.0f} | {rounds} | {ratio} | {anchor or ''} |")
+            cpu = tp["cpu_ms_per_message"][name]
+            daemons = " | ".join(f"{cpu[d]:.2f}" if d in cpu else "" for d in ("submitd", "milter"))
+            lines.append(f"| {name} | {value:.0f} | {rounds} | {ratio} | {anchor or ''} | {daemons} |")
         lines.append("")
     if "scale" in results:
         sc = results["scale"]
