@@ -109,7 +109,7 @@ def plot(results: dict, path: str) -> None:
         ax = axes[0][0]
         samples = results["latency"]["samples_ms"]
         ax.boxplot(list(samples.values()), showfliers=False)
-        ax.set_xticks(range(1, len(samples) + 1), [n.replace(" -", "\n-") for n in samples])
+        ax.set_xticks(range(1, len(samples) + 1), [n.replace(" ", "\n", 1) for n in samples])
         ax.set_ylabel("ms per message")
         ax.set_title("1. Submission latency, 1 KB (box: quartiles, whiskers 1.5 IQR)")
         ax.tick_params(axis="x", labelsize=8)
