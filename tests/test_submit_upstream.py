@@ -9,7 +9,7 @@ import socket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sendgate.smtpwire import dot_stuff
+from sendgate.wiredata import dot_stuff
 from sendgate.submit_socket import upstream
 from sendgate.submit_socket.upstream import Upstream
 
