@@ -7,6 +7,10 @@ On top of the ordinary stack (Postfix with the sendgate milter on its
   * two more XCLIENT smtpd services in master.cf (postconf -M, postfix reload):
       bnull  the same service with bench/null_milter.py instead of sendgate-milter
       bnone  the same service with no milter at all (-o smtpd_milters=)
+    and one plain smtpd service with the stack's sendgate-milter:
+      bsg    no XCLIENT, Postfix's default daemon name: where the bench goes
+             directly to Postfix with sendgate-milter attached (the milter
+             refuses mail without a login on the `sendgate` service)
   * bench/null_milter.py in its sendgate-steps variant (the steps
     sendgate-milter negotiates, doing nothing) on DIR/run/null/null.sock,
     as user sendgate
@@ -45,12 +49,18 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)
 SIZE_LIMIT = 100 * 1024 * 1024
 SESSION_LIMIT = 1000   # every bench session comes from root: 500 idle, 200 at once
+# Services a bench submit daemon forwards to: name -> their milter ('' none;
+# None: the stack's own `sendgate` service and milter).
 SERVICES = {
-    # name: smtpd_milters value ('' = none); None = the stack's sendgate milter
     "sendgate": None,
     "bnull": "null",
     "bnone": "",
 }
+# Where smtp-source and the scale clients go directly with sendgate-milter
+# attached: `bsg`, a plain smtpd (no XCLIENT, Postfix's default daemon
+# name), so the milter takes the mail as relayed from the network; on
+# `sendgate` (daemon name sendgate-local) it refuses mail without a login.
+DIRECT_SENDGATE = "bsg"
 
 
 class BenchError(Exception):
@@ -172,6 +182,8 @@ def _configure_postfix(stack: BenchStack) -> None:
                          "-o smtpd_authorized_xclient_hosts=127.0.0.1 "
                          "-o milter_macro_daemon_name=sendgate-local "
                          f"-o smtpd_milters={milters} -o syslog_name=postfix/{name}"])
+    _run(postconf + ["-M", f"{DIRECT_SENDGATE}/unix={DIRECT_SENDGATE} unix n - n - - smtpd "
+                     f"-o syslog_name=postfix/{DIRECT_SENDGATE}"])
 
 
 def _start_daemons(stack: BenchStack) -> None:
@@ -184,7 +196,7 @@ def _start_daemons(stack: BenchStack) -> None:
                                                  "sendgate-steps"], user="sendgate")
     _wait("the null milter", lambda: os.path.exists(null_socket))
     _run(["postfix", "-c", stack.postfix_config, "reload"])
-    for name in SERVICES:
+    for name in [*SERVICES, DIRECT_SENDGATE]:
         _wait(f"Postfix service {name}", lambda: os.path.exists(stack.direct(name)))
     with open(stack.facts["config"], encoding="utf-8") as fp:
         base = yaml.safe_load(fp)

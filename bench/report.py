@@ -58,7 +58,7 @@ def markdown(results: dict) -> str:
     if "scale" in results:
         sc = results["scale"]
         lines += ["### 3. Scale: concurrent clients, one message per session "
-                  "(socket: submit daemon -> smtpd + sendgate-milter; direct: the same smtpd)", "",
+                  "(socket: submit daemon -> smtpd + sendgate-milter; direct: smtpd + sendgate-milter, relay mode)", "",
                   "| clients | socket msg/s | direct msg/s | ratio | socket p50 / p99 ms | direct p50 / p99 ms "
                   "| failed sessions socket / direct |",
                   "|---:|---:|---:|---:|---:|---:|---:|"]

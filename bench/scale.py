@@ -1,7 +1,7 @@
 """Part 3a: messages per second and latency percentiles at several numbers of
 concurrent clients, through the submit socket (Postfix with sendgate-milter
-behind it) against Postfix's smtpd directly (the same service, so the same
-milter, which sees relay mode there).  One message per session; both sides
+behind it) against Postfix's smtpd directly (with the same milter, which
+takes that mail as relayed from the network).  One message per session; both sides
 are driven by the same client (loadgen.py), level by level, socket and
 direct alternating.  A session that fails (a 4xx, a dropped connection) is
 counted, not timed; messages/s counts accepted messages only.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 
-from benchstack import BenchError, BenchStack
+from benchstack import DIRECT_SENDGATE, BenchError, BenchStack
 from loadgen import load, percentile
 
 SENDER = "root@example.org"
@@ -20,7 +20,7 @@ RCPT = "bob@example.net"
 
 
 def run(stack: BenchStack, data: bytes, levels: list[int], messages: dict[int, int], rounds: int) -> dict:
-    targets = {"socket": stack.submit("sendgate"), "direct": stack.direct("sendgate")}
+    targets = {"socket": stack.submit("sendgate"), "direct": stack.direct(DIRECT_SENDGATE)}
     out: dict = {"levels": levels, "messages": messages, "rounds": rounds, "results": {}}
     for clients in levels:
         samples: dict[str, list[float]] = {n: [] for n in targets}

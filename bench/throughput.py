@@ -6,7 +6,7 @@ Paths, all into the same bench Postfix:
   direct, no milter     smtp-source -> bnone smtpd                   (anchor of the socket)
   socket, sendgate      smtp-source -> submit daemon -> sendgate smtpd + sendgate-milter
   socket, null milter   smtp-source -> submit daemon -> bnull smtpd + null_milter.py (anchor of the milter)
-  direct, sendgate      smtp-source -> sendgate smtpd + sendgate-milter (relay mode: no XCLIENT)
+  direct, sendgate      smtp-source -> bsg smtpd + sendgate-milter (relay mode: no XCLIENT)
   direct, null milter   smtp-source -> bnull smtpd + null_milter.py
 
 Through the submit daemon Postfix sees XCLIENT LOGIN=root, so sendgate-milter
@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import time
 
-from benchstack import BenchError, BenchStack
+from benchstack import DIRECT_SENDGATE, BenchError, BenchStack
 
 SENDER = "root@example.org"
 RCPT = "bob@example.net"
@@ -38,10 +38,10 @@ PATHS = {
     "direct, no milter": (False, "bnone"),
     "socket, sendgate milter": (True, "sendgate"),
     "socket, null milter": (True, "bnull"),
-    "direct, sendgate milter": (False, "sendgate"),
+    "direct, sendgate milter": (False, DIRECT_SENDGATE),
     "direct, null milter": (False, "bnull"),
 }
-MILTER = {"sendgate": "milter", "bnull": "null"}
+MILTER = {"sendgate": "milter", DIRECT_SENDGATE: "milter", "bnull": "null"}
 
 
 def cpu_seconds(pid: int) -> float:
