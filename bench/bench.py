@@ -9,7 +9,7 @@ of BENCHMARKS.md) and DIR/benchmarks.png, and stops the stack.
 
 Parts: latency (1), throughput (2), scale, idle, big (3).  Targets (4) are
 checked from whatever parts ran.  --quick runs every part small (for CI, well
-under a minute); the full run takes about ten minutes on two cores.
+under a minute); the full run takes about five minutes on two cores.
 
 Exit status: 0 when the run completed (targets missed or not: they are
 reported, not asserted), 1 when the bench could not run, 2 for usage.
