@@ -13,6 +13,7 @@ under a minute); the full run takes about five minutes on two cores.
 
 Exit status: 0 when the run completed (targets missed or not: they are
 reported, not asserted), 1 when the bench could not run, 2 for usage.
+Stopped with ^C or SIGTERM, it stops the bench stack first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if not set(parts) <= set(PARTS):
         parser.error(f"unknown part in {args.parts!r}")
     p = QUICK if args.quick else FULL
+    # SIGTERM unwinds like ^C, so that the stack is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         check_tools()
         os.makedirs(args.out, exist_ok=True)
