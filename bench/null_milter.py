@@ -6,6 +6,11 @@ null_milter.py SOCKET            overrides no callback, so pymilter
                                  of message only.
 null_milter.py SOCKET every-step takes every step and answers each one, as
                                  a milter that negotiates nothing does.
+null_milter.py SOCKET sendgate-steps
+                                 takes the steps sendgate-milter takes, in
+                                 its style: MAIL, RCPT and header fields
+                                 without replies (@Milter.noreply), then
+                                 end of message (bench/bench.py's anchor).
 SOCKET is a libmilter socket spec such as unix:/path/to/socket.
 """
 
@@ -45,9 +50,28 @@ class EveryStepMilter(Milter.Base):
         return Milter.CONTINUE
 
 
+class SendgateStepsMilter(Milter.Base):
+    @Milter.noreply
+    def envfrom(self, mailfrom, *params):
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def envrcpt(self, to, *params):
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def header(self, name, value):
+        return Milter.CONTINUE
+
+    def eom(self):
+        return Milter.CONTINUE
+
+
+VARIANTS = {(): NullMilter, ("every-step",): EveryStepMilter, ("sendgate-steps",): SendgateStepsMilter}
+
+
 def main() -> None:
-    every_step = sys.argv[2:] == ["every-step"]
-    Milter.factory = EveryStepMilter if every_step else NullMilter
+    Milter.factory = VARIANTS[tuple(sys.argv[2:])]
     os.umask(0o111)   # the MTA's user must connect
     Milter.runmilter("null", sys.argv[1], timeout=600)
 
