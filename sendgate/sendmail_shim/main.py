@@ -444,9 +444,9 @@ class Client:
             raise Failure(status_for(code, text), "EHLO refused", f"{code} {text}")
 
     def close(self) -> None:
+        # The verdict is in; waiting for the 221 would only cost a round trip.
         try:
             self.send(b"QUIT\r\n")
-            self.reply()
         except Failure:
             pass
         self.sock.close()
