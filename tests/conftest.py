@@ -248,6 +248,14 @@ def run_as(user: str, argv: list[str], stdin: bytes = b"", env: dict | None = No
                           input=stdin, capture_output=True, timeout=timeout, cwd="/")
 
 
+def clear_dead_letter(home: pathlib.Path) -> None:
+    """Remove a test user's ~/dead.letter, and the link target the symlink
+    test plants, whatever is there."""
+    for path in (home / "dead.letter", home / "elsewhere"):
+        if path.is_symlink() or path.exists():
+            path.unlink()
+
+
 def sendmail(stack: Stack, user: str, args: list[str], message: bytes, env: dict | None = None):
     return run_as(user, [program("sendgate-sendmail"), *args], message, {**stack.env(), **(env or {})})
 

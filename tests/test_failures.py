@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import DOMAIN, need, program, run_as, sendmail
+from conftest import clear_dead_letter, DOMAIN, need, program, run_as, sendmail
 
 USER = "sgtest1"
 HOME = pathlib.Path("/home") / USER
@@ -23,12 +23,9 @@ MESSAGE = b"To: bob@example.net\nSubject: failure test\n\nkeep me\n"
 @pytest.fixture
 def no_dead_letter():
     need(os.geteuid() == 0, "runs the sendmail command as a test user")
-    for path in (DEAD, HOME / "elsewhere"):
-        if path.is_symlink() or path.exists():
-            path.unlink()
+    clear_dead_letter(HOME)
     yield DEAD
-    if DEAD.is_symlink() or DEAD.exists():
-        DEAD.unlink()
+    clear_dead_letter(HOME)
 
 
 def start_submitd(directory: pathlib.Path, upstream: str, log) -> subprocess.Popen:

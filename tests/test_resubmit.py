@@ -13,7 +13,7 @@ import pwd
 
 import pytest
 
-from conftest import DOMAIN, delivered, need, program, run_as, sendmail, unique_marker
+from conftest import clear_dead_letter, DOMAIN, delivered, need, program, run_as, sendmail, unique_marker
 from sendgate.sendmail_shim.deadletter import format_entry, parse_entry, split_entries
 from sendgate.sendmail_shim.main import Envelope
 
@@ -57,12 +57,9 @@ def test_entry_round_trip(message, envelope):
 @pytest.fixture
 def dead():
     need(os.geteuid() == 0, "runs the sendmail command as a test user")
-    for path in (DEAD, HOME / "elsewhere"):
-        if path.is_symlink() or path.exists():
-            path.unlink()
+    clear_dead_letter(HOME)
     yield DEAD
-    if DEAD.is_symlink() or DEAD.exists():
-        DEAD.unlink()
+    clear_dead_letter(HOME)
 
 
 def resubmit(stack, *args):
