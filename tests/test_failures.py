@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 import pwd
+import shutil
 import subprocess
 import tempfile
 import time
@@ -53,6 +54,7 @@ def mta_down():
     daemon.terminate()
     daemon.wait(10)
     log.close()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_shim(args, env, message=MESSAGE):
@@ -175,6 +177,7 @@ def mta_dies_at_end_of_data():
     daemon.terminate()
     daemon.wait(10)
     listener.close()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_mta_dying_mid_message_is_exit_75_and_saved(mta_dies_at_end_of_data, no_dead_letter):
