@@ -85,9 +85,10 @@ class SettingsSource:
     """The milter's settings, read again when the configuration file changes.
 
     libmilter owns SIGHUP (it stops the milter), so a reload cannot be a
-    signal.  Instead each new MTA connection asks for the settings, and the
+    signal.  Instead each message (at MAIL) asks for the settings, and the
     file is looked at (stat) at most once a second: an edited file takes
-    effect on the next connection.  A file that does not pass the check is
+    effect on the next message, also in an MTA session that stays open
+    (the submit daemon keeps its MTA sessions for the next client).  A file that does not pass the check is
     logged once and ignored; the running settings stay.
     """
 
@@ -163,6 +164,7 @@ class PolicyMilter(Milter.Base):
     @collecting
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self.reset()
+        self.settings = self.source.current()
         self.mail_from = mailfrom[1:-1] if mailfrom.startswith("<") and mailfrom.endswith(">") else mailfrom
         auth_type, daemon = self.getsymval("{auth_type}"), self.getsymval("{daemon_name}")
         self.login = session_login(self.getsymval("{auth_authen}"), auth_type, daemon,
