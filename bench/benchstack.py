@@ -96,6 +96,18 @@ class BenchStack:
     def submit_config(self, service: str) -> str:
         return self.path("run", "bench", f"submit-{service}.yaml")
 
+    def launcher(self) -> str:
+        """The sendmail command as `sendgate install-shim` installs it (a
+        launcher starting Python with -IS), installed in a scratch root."""
+        root = self.path("shim-root")
+        path = os.path.join(root, "usr", "sbin", "sendmail")
+        if not os.path.exists(path):
+            for d in ("usr/sbin", "usr/bin"):
+                os.makedirs(os.path.join(root, d), exist_ok=True)
+            subprocess.run([os.path.join(VENV_BIN, "sendgate"), "install-shim", "--root", root],
+                           check=True, capture_output=True, timeout=60)
+        return path
+
     def pid(self, name: str) -> int:
         """PID of a daemon: 'milter' (the stack's), 'null', 'submit-SERVICE'."""
         if name in self.procs:

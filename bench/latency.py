@@ -29,10 +29,13 @@ from benchstack import VENV_BIN, BenchError, BenchStack
 def commands(stack: BenchStack, message: str) -> dict[str, str]:
     host, port = stack.inbound
     msg = shlex.quote(message)
-    sendgate = (f"SENDGATE_CONFIG={shlex.quote(stack.submit_config('sendgate'))} "
-                f"{shlex.quote(os.path.join(VENV_BIN, 'sendgate-sendmail'))} -t -i < {msg}")
+    config = f"SENDGATE_CONFIG={shlex.quote(stack.submit_config('sendgate'))}"
     return {
-        "sendgate-sendmail": sendgate,
+        # As /usr/sbin/sendmail runs once `sendgate install-shim` put it there.
+        "sendgate-sendmail": f"{config} {shlex.quote(stack.launcher())} -t -i < {msg}",
+        # The pip entry point: the same command with the venv's site start-up.
+        "sendgate-sendmail (venv entry point)":
+            f"{config} {shlex.quote(os.path.join(VENV_BIN, 'sendgate-sendmail'))} -t -i < {msg}",
         "postfix sendmail": f"/usr/sbin/sendmail -C {shlex.quote(stack.postfix_config)} -t -i < {msg}",
         "msmtp": (f"msmtp --file=/dev/null --host={host} --port={port} --domain=localhost "
                   f"--from=root@example.org -t < {msg}"),

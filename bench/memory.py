@@ -98,7 +98,7 @@ def big(stack: BenchStack, message_file: str) -> dict:
     msg = shlex.quote(message_file)
     commands = {
         "sendgate-sendmail": f"SENDGATE_CONFIG={shlex.quote(stack.submit_config('sendgate'))} "
-                             f"{shlex.quote(os.path.join(VENV_BIN, 'sendgate-sendmail'))} -t -i < {msg}",
+                             f"{shlex.quote(stack.launcher())} -t -i < {msg}",
         "postfix sendmail": f"/usr/sbin/sendmail -C {shlex.quote(stack.postfix_config)} -t -i < {msg}",
         "msmtp": f"msmtp --file=/dev/null --host={host} --port={port} --domain=localhost "
                  f"--from=root@example.org -t < {msg}",
