@@ -7,6 +7,9 @@ given).  Each daemon exports what it alone knows:
   sendgate_messages_total{daemon, mode, outcome}  messages decided
   sendgate_fixups_total{action, field}            milter header edits
   sendgate_sessions_open                          submit sessions now
+  sendgate_upstream_sessions_total{how}           MTA sessions a client session got:
+                                                  new, kept (from the pool), switched
+                                                  (kept, passed to another login)
   sendgate_upstream_seconds                       MTA's answer to end of data
   sendgate_milter_seconds                         milter end-of-message work
 """
@@ -28,6 +31,8 @@ class Metrics:
                                  registry=registry)
         self._fixups = Counter("sendgate_fixups", "Header edits by the milter", ["action", "field"], registry=registry)
         self._sessions = Gauge("sendgate_sessions_open", "Submit sessions open", registry=registry)
+        self._upstream_sessions = Counter("sendgate_upstream_sessions", "MTA sessions given to client sessions",
+                                          ["how"], registry=registry)
         self._upstream = Histogram("sendgate_upstream_seconds", "Time for the MTA to answer the end of data",
                                    registry=registry)
         self._milter = Histogram("sendgate_milter_seconds", "Time for the milter's end-of-message decision",
@@ -56,6 +61,10 @@ class Metrics:
     def sessions(self, change: int) -> None:
         if self.enabled:
             self._sessions.inc(change)
+
+    def upstream_session(self, how: str) -> None:
+        if self.enabled:
+            self._upstream_sessions.labels(how).inc()
 
     def upstream_time(self, seconds: float) -> None:
         if self.enabled:

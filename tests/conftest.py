@@ -18,6 +18,7 @@ import os
 import pathlib
 import pwd
 import shutil
+import signal
 import smtplib
 import ssl
 import subprocess
@@ -338,3 +339,16 @@ def assert_submitted_by(stack: Stack, item: Delivered, login: str) -> None:
 
 def unique_marker(request) -> str:
     return "m" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+
+
+def hup_submitd(stack) -> None:
+    """SIGHUP to the stack's submit daemon; wait until it logged the reload."""
+    pid = int((stack.dir / "run/submitd.pid").read_text())
+    os.kill(pid, signal.SIGHUP)
+    log = stack.dir / "log/submitd.log"
+    deadline = time.monotonic() + 10
+    size = log.stat().st_size
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if "reload" in log.read_text()[size - 200 if size > 200 else 0:]:
+            return

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import clear_dead_letter, DOMAIN, need, program, run_as, sendmail
+from conftest import clear_dead_letter, DOMAIN, hup_submitd, need, program, run_as, sendmail
 
 USER = "sgtest1"
 HOME = pathlib.Path("/home") / USER
@@ -190,10 +190,13 @@ def test_mta_dying_mid_message_is_exit_75_and_saved(mta_dies_at_end_of_data, no_
 
 @pytest.fixture
 def milter_away(stack):
-    """The stack's milter unreachable for one test: its socket renamed."""
+    """The stack's milter unreachable for one test: its socket renamed, and
+    the MTA sessions the submit daemon kept (each already connected to the
+    milter) ended with a SIGHUP, so the test's message meets a new one."""
     sock = stack.dir / "run/milter/milter.sock"
     away = sock.with_name("milter.sock.away")
     sock.rename(away)
+    hup_submitd(stack)
     yield stack
     away.rename(sock)
 

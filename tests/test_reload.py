@@ -4,13 +4,11 @@ daemon, a changed file for the milter (libmilter owns SIGHUP)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 
 import pytest
 
-from conftest import delivered, sendmail, unique_marker
+from conftest import delivered, hup_submitd, sendmail, unique_marker
 from sendgate.milter.adapter import SettingsSource
 
 
@@ -23,18 +21,6 @@ def edited(stack, extra: str):
         yield
     finally:
         path.write_text(original)
-
-
-def hup_submitd(stack) -> None:
-    pid = int((stack.dir / "run/submitd.pid").read_text())
-    os.kill(pid, signal.SIGHUP)
-    log = stack.dir / "log/submitd.log"
-    deadline = time.monotonic() + 10
-    size = log.stat().st_size
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if "reload" in log.read_text()[size - 200 if size > 200 else 0:]:
-            return
 
 
 def submit(stack, user, request, extra_header=""):

@@ -32,7 +32,8 @@ class FakeMTA:
         self.answers = answers
         self.seen: list[str] = []
 
-    async def serve(self, reader, writer):
+    async def serve(self, reader, writer, seen: list[str] | None = None):
+        seen = self.seen if seen is None else seen
         writer.write(b"220 fake ESMTP\r\n")
         in_data = False
         while line := await reader.readline():
@@ -40,12 +41,12 @@ class FakeMTA:
             if in_data:
                 if text == ".":
                     in_data = False
-                    self.seen.append("<message>")
+                    seen.append("<message>")
                     reply = self.answer("<end-of-data>", "250 2.0.0 Ok: queued as FAKE1")
                 else:
                     continue
             else:
-                self.seen.append(text)
+                seen.append(text)
                 verb = text.split(" ", 1)[0].upper()
                 default = {"EHLO": "250-fake\r\n250-XCLIENT LOGIN NAME\r\n250 SIZE 1000000",
                            "XCLIENT": "220 fake ESMTP", "DATA": "354 go ahead", "QUIT": "221 bye"}.get(verb, "250 2.0.0 Ok")
@@ -56,7 +57,10 @@ class FakeMTA:
                 writer.close()
                 return
             writer.write(reply.encode() + b"\r\n")
-            await writer.drain()
+            try:
+                await writer.drain()
+            except ConnectionResetError:  # the client went without reading
+                return
 
     def answer(self, text: str, default: str) -> str | None:
         for prefix, reply in self.answers.items():
@@ -164,3 +168,35 @@ def test_ehlo_advertises_what_is_safe():
     replies, _ = run({}, ["EHLO me"])
     assert replies[1] == ("250-mx.example.org | 250-PIPELINING | 250-SIZE 100000 | 250-ENHANCEDSTATUSCODES | "
                           "250 RCPTHDR")
+
+
+def test_protocol_state_is_what_aiosmtpd_would_set():
+    """SubmitSMTP sets up aiosmtpd's protocol state itself (without its
+    per-connection introspection); it must be what SMTP.__init__ sets, but
+    the AUTH mechanisms, which we never offer (smtp_AUTH answers 502)."""
+    from aiosmtpd.smtp import SMTP
+
+    from sendgate.submit_socket.server import _DELEGATE
+
+    settings = SubmitSettings(hostname="mx.example.org", upstream_path="/nowhere", upstream_timeout=5,
+                              size_limit=100000, recipient_limit=3, rules=SenderRules(domain="example.org"))
+
+    async def both():
+        ours = SubmitSMTP(settings, 10)
+        theirs = SubmitSMTP.__new__(SubmitSMTP)
+        SMTP.__init__(theirs, _DELEGATE, hostname=settings.hostname, ident="ESMTP sendgate",
+                      data_size_limit=settings.size_limit, enable_SMTPUTF8=True, decode_data=False, timeout=10)
+        return vars(ours), vars(theirs)
+
+    ours, theirs = asyncio.run(both())
+    assert set(theirs) - set(ours) == set()
+    assert set(ours) - set(theirs) == {"settings", "registry", "command_size_limit", "command_size_limits",
+                                       "_session_timer"}
+    assert set(theirs["_auth_methods"]) == {"LOGIN", "PLAIN"} and ours["_auth_methods"] == {}
+    assert ours["_smtp_methods"].keys() == theirs["_smtp_methods"].keys()
+    assert ours["_handle_hooks"].keys() == theirs["_handle_hooks"].keys() == {"DATA"}
+    objects = {"_stream_reader", "_strong_reader", "_stream_reader_wr", "_closed", "_smtp_methods", "_handle_hooks", "_auth_methods",
+               "_client_connected_cb", "loop", "_loop"}
+    plain = {k for k in theirs if k not in objects and k in ours}
+    assert {k: ours[k] for k in plain} == {k: theirs[k] for k in plain}
+    assert ours["_strong_reader"]._limit == theirs["_strong_reader"]._limit == SubmitSMTP.line_length_limit

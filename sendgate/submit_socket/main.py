@@ -7,7 +7,7 @@ SYNOPSIS
 DESCRIPTION
     Listens on submit_socket for SMTP from local programs (normally the
     sendgate-sendmail command).  For each connection it learns the client's
-    uid from the kernel (SO_PEERCRED), opens one session to the MTA's
+    uid from the kernel (SO_PEERCRED), gives it one session with the MTA's
     dedicated service submit_upstream, passes the uid's login with XCLIENT
     LOGIN= (Postfix) or in an X-Sendgate-Login: field on top of each message
     (Sendmail; submit_upstream_protocol: header), and relays MAIL, RCPT and
@@ -16,11 +16,23 @@ DESCRIPTION
     message header, as sendmail -t does.  There is no queue of its own: a
     client hears 250 for its message only after the MTA said 250.
 
+    MTA sessions are kept for the next client, as Postfix's SMTP client
+    keeps its connections (submit_upstream_cache_size, default 16): when a
+    client has gone with every command answered, no reply of 400 or more and
+    no transaction open, its MTA session waits up to
+    submit_upstream_cache_time_limit seconds.  The next client of the same
+    login takes it as it is; another login's takes it after a new XCLIENT
+    LOGIN=, which restarts the MTA's session.  A session carries at most
+    submit_upstream_reuse_count_limit messages and is not reused after
+    submit_upstream_reuse_time_limit seconds.  With Sendmail (header) the
+    login travels in each message, so any client may take it.
+
     Under systemd socket activation (LISTEN_FDS=1) it serves the socket it
     is given instead of binding submit_socket.
 
-    On SIGHUP it reads its configuration again: new sessions use the new
-    settings, sessions in progress finish with the old ones.  A file that
+    On SIGHUP it reads its configuration again and ends the kept MTA
+    sessions: new sessions use the new settings (and new MTA sessions),
+    sessions in progress finish with the old ones.  A file that
     does not pass the check is logged and ignored.  submit_socket,
     submit_socket_mode, submit_socket_group, submit_user and log_destination
     take effect only at a restart.
@@ -43,7 +55,9 @@ SECURITY
 
 CONFIGURATION
     submit_socket, submit_socket_mode, submit_socket_group, submit_user,
-    submit_upstream, submit_upstream_protocol, submit_upstream_timeout, submit_timeout,
+    submit_upstream, submit_upstream_protocol, submit_upstream_timeout,
+    submit_upstream_cache_size, submit_upstream_cache_time_limit,
+    submit_upstream_reuse_count_limit, submit_upstream_reuse_time_limit, submit_timeout,
     submit_session_timeout, submit_shutdown_timeout, submit_message_size_limit,
     submit_recipient_limit, submit_command_length_limit, submit_allow_users,
     submit_allow_groups, submit_deny_users, submit_deny_groups,
@@ -79,6 +93,7 @@ import sys
 from sendgate import config, daemon
 from sendgate.metrics import Metrics
 from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
+from sendgate.submit_socket.upstream import CacheLimits
 
 PROGRAM = "sendgate/submit"
 
@@ -95,6 +110,9 @@ def settings_from(cfg) -> SubmitSettings:
         admission=cfg.admission_rules(),
         command_length_limit=cfg.submit_command_length_limit,
         session_timeout=cfg.submit_session_timeout,
+        cache=CacheLimits(size=cfg.submit_upstream_cache_size, idle_time=cfg.submit_upstream_cache_time_limit,
+                          reuse_count=cfg.submit_upstream_reuse_count_limit,
+                          reuse_time=cfg.submit_upstream_reuse_time_limit),
     )
 
 
@@ -199,7 +217,7 @@ async def serve(sock: socket.socket, service: Service, inherited: bool) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: (service.reload(), registry.upstreams.flush()))
     where = "the socket passed by systemd" if inherited else cfg.submit_socket
     log.info("listening on %s, forwarding to %s", where, cfg.submit_upstream)
     await stop.wait()

@@ -37,7 +37,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, login_always_fail
 
 from sendgate import replies
 from sendgate.daemon import quote
@@ -50,7 +50,7 @@ from sendgate.policy.submission import header_problem
 from sendgate.policy.sender import Mismatch, SenderRules, check_envelope_sender, qualify
 from sendgate.replies import Reply
 from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument, xtext
-from sendgate.submit_socket.upstream import Upstream, UpstreamError
+from sendgate.submit_socket.upstream import CacheLimits, Route, Upstream, UpstreamError, UpstreamPool, UpstreamRefused
 
 log = logging.getLogger("sendgate/submit")
 # aiosmtpd logs every command line (message data included) at INFO.
@@ -104,6 +104,11 @@ class SubmitSettings:
     command_length_limit: int = 2048
     session_timeout: float = 3600
     protocol: str = "xclient"   # submit_upstream_protocol: xclient | header
+    cache: CacheLimits = CacheLimits()
+
+    @property
+    def route(self) -> Route:
+        return Route(self.upstream_path, self.upstream_timeout, self.hostname, self.protocol)
 
 
 class Registry:
@@ -118,6 +123,7 @@ class Registry:
         self.closing = False
         self.empty = asyncio.Event()
         self.empty.set()
+        self.upstreams = UpstreamPool()
 
     def add(self, server: "SubmitSMTP") -> None:
         self.sessions.add(server)
@@ -144,6 +150,7 @@ class Registry:
     def shut_down(self) -> None:
         """Refuse new sessions; end idle ones now, busy ones after their message."""
         self.closing = True
+        self.upstreams.close()
         for server in list(self.sessions):
             if server.idle:
                 server.close_for_shutdown()
@@ -233,6 +240,9 @@ class _Delegate:
         return await server.message_received()
 
 
+_DELEGATE = _Delegate()
+
+
 class SubmitSMTP(SMTP):
     # aiosmtpd sizes its StreamReader from this class attribute: lines longer
     # than 1 MiB (command or data) are answered "500 5.5.2 line too long".
@@ -241,15 +251,57 @@ class SubmitSMTP(SMTP):
     def __init__(self, settings: SubmitSettings, timeout: float, registry: Registry | None = None):
         self.settings = settings
         self.registry = registry if registry is not None else Registry()
-        super().__init__(_Delegate(), hostname=settings.hostname, ident="ESMTP sendgate",
-                         data_size_limit=settings.size_limit, enable_SMTPUTF8=True,
-                         decode_data=False, timeout=timeout)
+        self._init_protocol(settings, timeout)
         # aiosmtpd keeps command_size_limits at class level, shared by every
         # connection; give each session its own.
         limit = settings.command_length_limit
         self.command_size_limit = limit
         self.command_size_limits = collections.defaultdict(lambda: limit)
         self._session_timer: asyncio.TimerHandle | None = None
+
+    # Our commands, found once (after the class): aiosmtpd's own __init__
+    # finds them (and its AUTH mechanisms and the handler's hooks) with dir()
+    # and inspect.getmembers() for every connection, a seventh of this
+    # daemon's work per session (bench/).
+    _COMMANDS: tuple[str, ...] = ()
+
+    def _init_protocol(self, settings: SubmitSettings, timeout: float) -> None:
+        """What SMTP.__init__(_DELEGATE, hostname=, ident=, data_size_limit=,
+        enable_SMTPUTF8=True, decode_data=False, timeout=) sets, without its
+        per-connection introspection: no TLS, no AUTH (smtp_AUTH refuses),
+        no proxy protocol, no call limits, one hook (DATA).
+        tests/test_submit_daemon.py holds this to aiosmtpd's own result."""
+        self.__ident__ = "ESMTP sendgate"
+        self.loop = asyncio.get_running_loop()
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected, loop=self.loop)
+        self.event_handler = _DELEGATE
+        self.data_size_limit = settings.size_limit
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
+        self.hostname = settings.hostname
+        self.tls_context = None
+        self.require_starttls = None
+        self._timeout_duration = timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._auth_callback = login_always_fail
+        self._authenticator = None
+        self._auth_required = False
+        self._auth_methods = {}
+        self._handle_hooks = {"DATA": _DELEGATE.handle_DATA}
+        self._ehlo_hook_ver = None
+        self._smtp_methods = {name: getattr(self, "smtp_" + name) for name in self._COMMANDS}
+        self._enforce_call_limit = False
 
     @property
     def idle(self) -> bool:
@@ -283,12 +335,14 @@ class SubmitSMTP(SMTP):
         s = self.s
         s.pid, s.uid, s.gid = peer_credentials(transport)
         s.login = login_for(s.uid)
-        s.who = Peer(s.uid, s.login, groups_of(s.login, s.gid))
+        admission = self.settings.admission
+        # The user database's groups are looked up only when a rule names groups.
+        groups = groups_of(s.login, s.gid) if admission.allow_groups or admission.deny_groups else frozenset()
+        s.who = Peer(s.uid, s.login, groups)
         s.peer = f"uid={s.uid}"
 
     def connection_lost(self, error) -> None:
-        if self.s.upstream is not None:
-            self.s.upstream.close()
+        self._release_upstream()
         if self._session_timer is not None:
             self._session_timer.cancel()
         self.registry.remove(self)
@@ -324,20 +378,19 @@ class SubmitSMTP(SMTP):
         self.registry.add(self)
         self._session_timer = self.loop.call_later(self.settings.session_timeout, self._session_expired)
         try:
-            upstream = await Upstream.connect(self.settings.upstream_path, self.settings.upstream_timeout)
-            refusal = await upstream.handshake(self.hostname, s.login, self.settings.protocol)
+            upstream, how = await self.registry.upstreams.acquire(self.settings.route, s.login)
+        except UpstreamRefused as err:
+            log.warning("%s: uid=%d login=%s: mail system refused the session: %s",
+                        s.sid, s.uid, s.login, quote(str(err.reply)))
+            await self.push(str(replies.R421_UNAVAILABLE.format(host=self.hostname)))
+            self.transport.close()
+            return
         except UpstreamError as err:
             log.warning("%s: uid=%d login=%s: mail system unavailable: %s", s.sid, s.uid, s.login, err)
             await self.push(str(replies.R421_UNAVAILABLE.format(host=self.hostname)))
             self.transport.close()
             return
-        if refusal is not None:
-            log.warning("%s: uid=%d login=%s: mail system refused the session: %s",
-                        s.sid, s.uid, s.login, quote(str(refusal)))
-            upstream.close()
-            await self.push(str(replies.R421_UNAVAILABLE.format(host=self.hostname)))
-            self.transport.close()
-            return
+        self.registry.metrics.upstream_session(how)
         s.upstream = upstream
         await super()._handle_client()
 
@@ -391,12 +444,21 @@ class SubmitSMTP(SMTP):
 
     async def smtp_QUIT(self, arg: str) -> None:
         await self.reply(replies.R221_BYE)
-        if self.s.upstream is not None:
-            self.s.upstream.quit()
-            self.s.upstream = None
+        self._release_upstream()
         # As aiosmtpd's own QUIT: end this command loop, then the connection.
         self._handler_coroutine.cancel()
         self.transport.close()
+
+    def _release_upstream(self) -> None:
+        """The client is gone: its MTA session goes back to the pool when no
+        transaction is open (the pool checks the rest), else it ends."""
+        up, self.s.upstream = self.s.upstream, None
+        if up is None:
+            return
+        if self.idle and not self.registry.closing:
+            self.registry.upstreams.release(up, self.settings.cache)
+        else:
+            up.quit()
 
     async def smtp_VRFY(self, arg: str) -> None:
         await self.reply(replies.R502_NOT_IMPLEMENTED)
@@ -634,3 +696,6 @@ class SubmitSMTP(SMTP):
             template = replies.R451_RECIPIENT_DEFERRED if reply.code < 500 else replies.R554_RECIPIENT_REJECTED
             return template.format(address=quote(rcpt, 100), detail=quote(reply.text, 200))
         return None
+
+
+SubmitSMTP._COMMANDS = tuple(sorted(name[5:] for name in dir(SubmitSMTP) if name.startswith("smtp_")))

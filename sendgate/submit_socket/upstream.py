@@ -1,4 +1,5 @@
-"""The MTA side of a submit session: a small SMTP client over a unix socket.
+"""The MTA side of a submit session: a small SMTP client over a unix socket,
+and the pool that keeps MTA sessions open from one client session to the next.
 
 Lock-step, one reply per command, replies kept whole (code and every line) so
 they can be relayed to our client exactly as the MTA wrote them.  Each read is
@@ -98,6 +99,18 @@ class Upstream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
         self.reader, self.writer, self.timeout = reader, writer, timeout
         self.capabilities = Capabilities()
+        # For the pool: the login the MTA session was given (XCLIENT), the
+        # route it was opened on, messages it has carried, when it was opened
+        # and until when it may wait unused.
+        self.login: str | None = None
+        self.route: tuple[str, str, str] = ("", "", "")
+        self.messages = 0
+        self.opened = self.expires = 0.0
+        # Reusable only while every exchange has finished with a reply below
+        # 400: an unread reply, an error or a refusal ends it with its client
+        # (Postfix counts errors per session and slows down after ten).
+        self._pending = False
+        self._spoiled = False
 
     @classmethod
     async def connect(cls, path: str, timeout: float) -> "Upstream":
@@ -110,7 +123,22 @@ class Upstream:
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REPLY_LINE)
         return cls(reader, writer, timeout)
 
+    @property
+    def reusable(self) -> bool:
+        return not (self._pending or self._spoiled)
+
     async def reply(self) -> Reply:
+        self._pending = True
+        try:
+            reply = await self._read_reply()
+        except BaseException:
+            self._spoiled = True
+            raise
+        self._pending = False
+        self._spoiled |= reply.code >= 400
+        return reply
+
+    async def _read_reply(self) -> Reply:
         lines: list[str] = []
         code = None
         try:
@@ -138,6 +166,7 @@ class Upstream:
             raise UpstreamError(f"read: {err.strerror}") from None
 
     async def send(self, data: bytes) -> None:
+        self._pending = True
         try:
             self.writer.write(data)
             async with asyncio.timeout(self.timeout):
@@ -157,6 +186,7 @@ class Upstream:
         Dot-stuffed piece by piece: each piece ends after a LF, so no line
         ending is split and the next piece starts a line; the pieces joined
         are exactly dot_stuff(content).  A small message is one write."""
+        self.messages += 1
         start, size = 0, len(content)
         while True:
             cut = content.find(b"\n", start + PIECE_SIZE)
@@ -187,25 +217,185 @@ class Upstream:
         if protocol == "header":
             reply = await self.ehlo(helo)
             return None if reply.code == 250 else reply
+        return await self.xclient(helo, login)
+
+    async def xclient(self, helo: str, login: str) -> Reply | None:
+        """XCLIENT LOGIN=, then EHLO: the MTA session now speaks for login.
+        Also how a kept session passes to another login (Postfix takes
+        XCLIENT between transactions and restarts the session, its milters'
+        connect included)."""
         reply = await self.command(f"XCLIENT LOGIN={xtext(login)}")
         if 500 <= reply.code < 600:
             raise UpstreamError(f"the mail system refused XCLIENT LOGIN ({reply.code} {reply.text}): "
                                 "check smtpd_authorized_xclient_hosts on its sendgate service")
         if reply.code != 220:
             return reply
+        self.login = login
         reply = await self.ehlo(helo)
         return None if reply.code == 250 else reply
 
+    def quiet(self) -> bool:
+        """Nothing came from the MTA since the last reply: no timeout notice,
+        no end of file.  (asyncio has no public peek: the reader's buffer is
+        where such a notice would wait.)"""
+        reader = self.reader
+        return not (self.writer.is_closing() or reader.at_eof() or reader.exception() is not None
+                    or len(reader._buffer))  # noqa: SLF001
+
     def close(self) -> None:
+        self._spoiled = True
         try:
             self.writer.close()
         except Exception:  # closing an already broken socket: nothing left to do
             pass
 
     def quit(self) -> None:
-        """Say QUIT and go, without waiting for the 221."""
-        try:
-            self.writer.write(b"QUIT\r\n")
-        except OSError:
-            pass
+        """Say QUIT and go, without waiting for the 221 (just go when a
+        reply is still due: the MTA is not listening for commands)."""
+        if not (self._pending or self.writer.is_closing()):
+            try:
+                self.writer.write(b"QUIT\r\n")
+            except (OSError, RuntimeError):
+                pass
         self.close()
+
+
+class UpstreamRefused(UpstreamError):
+    """The MTA answered the session's opening with a refusal (kept in .reply)."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(f"{reply.code} {reply.text}")
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where and how MTA sessions are opened: one client session's settings."""
+    path: str
+    timeout: float
+    helo: str
+    protocol: str = "xclient"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.path, self.protocol, self.helo
+
+
+@dataclass(frozen=True)
+class CacheLimits:
+    """submit_upstream_cache_size, _cache_time_limit, reuse_count_limit,
+    reuse_time_limit (the names of Postfix's SMTP client connection cache)."""
+    size: int = 16
+    idle_time: float = 5.0
+    reuse_count: int = 100
+    reuse_time: float = 300.0
+
+
+class UpstreamPool:
+    """MTA sessions kept open after their client went, for the next client:
+    it is greeted without waiting for a connection, the MTA's greeting,
+    XCLIENT and EHLO, and the MTA is spared opening a session per message.
+
+    A kept session goes only to a client session of the same route.  With
+    XCLIENT it carries the login it was given: a later session of that login
+    takes it as it is; another login's takes it after XCLIENT LOGIN=<its
+    login>, which restarts the MTA's session (new greeting, the milters'
+    connect again, then EHLO).  It is kept only when clean: every command
+    answered, no reply of 400 or more, no transaction open (the server
+    decides that), under the reuse limits.  It is closed after idle_time
+    unused, when the MTA spoke or hung up while it waited, when the pool is
+    full, and when the daemon stops.
+    """
+
+    def __init__(self) -> None:
+        self.idle: list[Upstream] = []
+        self.closed = False
+        self._reaper: asyncio.TimerHandle | None = None
+
+    async def acquire(self, route: Route, login: str) -> tuple[Upstream, str]:
+        """An MTA session ready for login's first command, and how it was
+        had: "kept", "switched" (kept, another login's) or "new".  Raises
+        UpstreamRefused or UpstreamError when no session could be had."""
+        up = self._take(route, login)
+        if up is not None:
+            if route.protocol != "xclient" or up.login == login:
+                return up, "kept"
+            try:
+                if await up.xclient(route.helo, login) is None:
+                    return up, "switched"
+            except UpstreamError:
+                pass
+            up.close()  # a fresh session will say whether the MTA is ill
+        up = await Upstream.connect(route.path, route.timeout)
+        try:
+            refusal = await up.handshake(route.helo, login, route.protocol)
+        except BaseException:
+            up.close()
+            raise
+        if refusal is not None:
+            up.close()
+            raise UpstreamRefused(refusal)
+        up.route = route.key
+        up.opened = asyncio.get_running_loop().time()
+        return up, "new"
+
+    def _take(self, route: Route, login: str) -> Upstream | None:
+        self._prune()
+        choice = None
+        for i in range(len(self.idle) - 1, -1, -1):
+            up = self.idle[i]
+            if up.route != route.key:
+                continue
+            if up.login == login or route.protocol != "xclient":
+                choice = i
+                break
+            if choice is None:
+                choice = i
+        return None if choice is None else self.idle.pop(choice)
+
+    def release(self, up: Upstream, limits: CacheLimits) -> None:
+        """Keep up for a later client, or end it (QUIT) when it may not be kept."""
+        now = asyncio.get_running_loop().time()
+        if (self.closed or limits.size <= 0 or not up.reusable or not up.quiet()
+                or up.messages >= limits.reuse_count or now - up.opened >= limits.reuse_time):
+            up.quit()
+            return
+        up.expires = now + limits.idle_time
+        self.idle.append(up)
+        while len(self.idle) > limits.size:
+            self.idle.pop(0).quit()
+        self._schedule()
+
+    def _prune(self) -> None:
+        now = asyncio.get_running_loop().time()
+        keep = []
+        for up in self.idle:
+            if up.expires > now and up.quiet():
+                keep.append(up)
+            else:
+                up.quit()
+        self.idle = keep
+
+    def _schedule(self) -> None:
+        if self._reaper is None and self.idle:
+            self._reaper = asyncio.get_running_loop().call_at(min(u.expires for u in self.idle), self._reap)
+
+    def _reap(self) -> None:
+        self._reaper = None
+        self._prune()
+        self._schedule()
+
+    def close(self) -> None:
+        """The daemon stops: end every kept session, keep no more."""
+        self.closed = True
+        self.flush()
+
+    def flush(self) -> None:
+        """End every kept session (on reload: the MTA's settings may have
+        changed too, and a kept session runs with those it started with)."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for up in self.idle:
+            up.quit()
+        self.idle = []

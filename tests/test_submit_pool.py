@@ -1,0 +1,166 @@
+"""The submit daemon's cache of MTA sessions (UpstreamPool), against the
+scripted fake MTA of test_submit_adapter.
+
+Each case runs client-side steps on one pool and says how the last session
+was had ("new", "kept", "switched") and what the fake MTA saw on each of
+its connections.  Whether a kept session really speaks for the right login
+in Postfix (XCLIENT between sessions, the milter's view) is
+tests/test_upstream_cache.py, on a real stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+
+import pytest
+
+from sendgate.submit_socket.upstream import CacheLimits, Route, UpstreamPool
+from test_submit_adapter import FakeMTA
+
+EHLO = "EHLO mx.example.org"
+
+
+class CountingMTA(FakeMTA):
+    """The fake MTA, with what it saw kept per connection."""
+
+    def __init__(self, answers):
+        super().__init__(answers)
+        self.connections: list[list[str]] = []
+
+    async def serve(self, reader, writer):
+        seen: list[str] = []
+        self.connections.append(seen)
+        await super().serve(reader, writer, seen)
+
+
+async def deliver(up):
+    for line in ("MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA"):
+        await up.command(line)
+    await up.message(b"Subject: x\r\n\r\nx\r\n")
+
+
+async def scenario(steps, answers=None, limits=CacheLimits(), protocol="xclient"):
+    """steps: ("get", login) takes a session, ("deliver",) sends a message on
+    it, ("command", line) sends one command, ("send", line) writes without
+    reading the reply, ("put",) gives it back, ("wait", seconds), ("close",)
+    closes the pool.  Returns how each "get" had its session and the MTA's
+    view per connection."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mta = CountingMTA(answers or {})
+        server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
+        pool, route, up, hows = UpstreamPool(), Route(f"{tmp}/mta", 5, "mx.example.org", protocol), None, []
+        for step, *arg in steps:
+            if step == "get":
+                up, how = await pool.acquire(route, arg[0])
+                hows.append(how)
+            elif step == "deliver":
+                await deliver(up)
+            elif step == "command":
+                await up.command(arg[0])
+            elif step == "send":
+                await up.send(arg[0].encode() + b"\r\n")
+            elif step == "put":
+                pool.release(up, limits)
+            elif step == "wait":
+                await asyncio.sleep(arg[0])
+            elif step == "close":
+                pool.close()
+        await asyncio.sleep(0.05)  # let the fake MTA read the last QUITs
+        server.close()
+        return hows, mta.connections
+
+
+def run(*args, **kw):
+    return asyncio.run(scenario(*args, **kw))
+
+
+ALICE = ["XCLIENT LOGIN=alice", EHLO]
+MESSAGE = ["MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA", "<message>"]
+
+
+@pytest.mark.parametrize("steps,answers,limits,want_hows,want_connections", [
+    pytest.param([("get", "alice"), ("deliver",), ("put",), ("get", "alice"), ("deliver",)], {}, CacheLimits(),
+                 ["new", "kept"], [ALICE + MESSAGE + MESSAGE], id="same-login-takes-it-as-it-is"),
+    pytest.param([("get", "alice"), ("deliver",), ("put",), ("get", "bob"), ("deliver",)], {}, CacheLimits(),
+                 ["new", "switched"], [ALICE + MESSAGE + ["XCLIENT LOGIN=bob", EHLO] + MESSAGE],
+                 id="another-login-gets-it-after-xclient"),
+    pytest.param([("get", "alice"), ("put",), ("get", "bob"), ("put",), ("get", "alice")], {}, CacheLimits(),
+                 ["new", "switched", "switched"],
+                 [ALICE + ["XCLIENT LOGIN=bob", EHLO, "XCLIENT LOGIN=alice", EHLO]],
+                 id="switched-back-with-xclient-again"),
+    pytest.param([("get", "alice"), ("command", "RCPT TO:<x@example.net>"), ("put",), ("get", "alice")],
+                 {"RCPT": "550 5.1.1 unknown"}, CacheLimits(), ["new", "new"],
+                 [ALICE + ["RCPT TO:<x@example.net>", "QUIT"], ALICE], id="not-kept-after-a-refusal"),
+    pytest.param([("get", "alice"), ("send", "NOOP"), ("put",), ("get", "alice")], {}, CacheLimits(),
+                 ["new", "new"], [ALICE + ["NOOP"], ALICE], id="not-kept-with-a-reply-unread"),
+    pytest.param([("get", "alice"), ("deliver",), ("put",), ("get", "alice")], {}, CacheLimits(reuse_count=1),
+                 ["new", "new"], [ALICE + MESSAGE + ["QUIT"], ALICE], id="reuse-count-limit"),
+    pytest.param([("get", "alice"), ("put",), ("wait", 0.15), ("get", "alice")], {},
+                 CacheLimits(idle_time=0.05), ["new", "new"], [ALICE + ["QUIT"], ALICE], id="idle-time-limit"),
+    pytest.param([("get", "alice"), ("put",), ("get", "alice")], {}, CacheLimits(size=0), ["new", "new"],
+                 [ALICE + ["QUIT"], ALICE], id="cache-size-0-keeps-nothing"),
+    pytest.param([("get", "alice"), ("close",), ("put",), ("get", "alice")], {}, CacheLimits(), ["new", "new"],
+                 [ALICE + ["QUIT"], ALICE], id="nothing-kept-once-closed"),
+    pytest.param([("get", "alice"), ("put",), ("close",)], {}, CacheLimits(), ["new"], [ALICE + ["QUIT"]],
+                 id="close-ends-kept-sessions"),
+])
+def test_pool(steps, answers, limits, want_hows, want_connections):
+    hows, connections = run(steps, answers, limits)
+    assert hows == want_hows
+    assert connections == want_connections
+
+
+def test_pool_full_ends_the_oldest():
+    steps = [("get", "a"), ("get", "b"), ("get", "c")]
+    async def go():
+        with tempfile.TemporaryDirectory() as tmp:
+            mta = CountingMTA({})
+            server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
+            pool, route = UpstreamPool(), Route(f"{tmp}/mta", 5, "mx.example.org")
+            ups = [(await pool.acquire(route, login))[0] for _, login in steps]
+            for up in ups:
+                pool.release(up, CacheLimits(size=2))
+            await asyncio.sleep(0.05)
+            server.close()
+            return [u.login for u in pool.idle], mta.connections
+    kept, connections = asyncio.run(go())
+    assert kept == ["b", "c"]
+    assert [c[-1] for c in connections] == ["QUIT", EHLO, EHLO]
+
+
+def test_mta_hanging_up_while_kept_is_not_reused():
+    async def go():
+        with tempfile.TemporaryDirectory() as tmp:
+            mta = CountingMTA({})
+            server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
+            pool, route = UpstreamPool(), Route(f"{tmp}/mta", 5, "mx.example.org")
+            up, _ = await pool.acquire(route, "alice")
+            pool.release(up, CacheLimits())
+            # Postfix's smtpd_timeout: a 421, then the connection closes.
+            up.reader.feed_data(b"421 4.4.2 mx Error: timeout exceeded\r\n")
+            _, how = await pool.acquire(route, "alice")
+            server.close()
+            return how, len(mta.connections)
+    assert asyncio.run(go()) == ("new", 2)
+
+
+def test_header_protocol_ignores_the_login():
+    hows, connections = run([("get", "alice"), ("deliver",), ("put",), ("get", "bob"), ("deliver",)],
+                            protocol="header")
+    assert hows == ["new", "kept"]
+    assert connections == [[EHLO] + MESSAGE + MESSAGE]
+
+
+def test_another_route_does_not_take_it():
+    async def go():
+        with tempfile.TemporaryDirectory() as tmp:
+            mta = CountingMTA({})
+            server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
+            pool = UpstreamPool()
+            up, _ = await pool.acquire(Route(f"{tmp}/mta", 5, "mx.example.org"), "alice")
+            pool.release(up, CacheLimits())
+            _, how = await pool.acquire(Route(f"{tmp}/mta", 5, "other.example.org"), "alice")
+            server.close()
+            return how
+    assert asyncio.run(go()) == "new"
