@@ -10,7 +10,7 @@ given).  Each daemon exports what it alone knows:
   sendgate_upstream_sessions_total{how}           MTA sessions a client session got:
                                                   new, kept (from the pool), switched
                                                   (kept, passed to another login)
-  sendgate_upstream_seconds                       MTA's answer to end of data
+  sendgate_upstream_seconds                       MTA taking the message (DATA or BDAT)
   sendgate_milter_seconds                         milter end-of-message work
 """
 
@@ -33,7 +33,7 @@ class Metrics:
         self._sessions = Gauge("sendgate_sessions_open", "Submit sessions open", registry=registry)
         self._upstream_sessions = Counter("sendgate_upstream_sessions", "MTA sessions given to client sessions",
                                           ["how"], registry=registry)
-        self._upstream = Histogram("sendgate_upstream_seconds", "Time for the MTA to answer the end of data",
+        self._upstream = Histogram("sendgate_upstream_seconds", "Time for the MTA to take a message (DATA or BDAT) and answer",
                                    registry=registry)
         self._milter = Histogram("sendgate_milter_seconds", "Time for the milter's end-of-message decision",
                                  registry=registry)

@@ -1,5 +1,5 @@
 """DATA transparency and xtext: the two SMTP encodings the sendmail command
-needs on every run.  No imports at all, so that loading this costs nothing
+needs on every run (and BDAT's line endings, for the submit daemon).  No imports at all, so that loading this costs nothing
 (sendgate.smtpwire, which the daemons use, re-exports both).
 """
 
@@ -28,3 +28,12 @@ def dot_stuff(content: bytes) -> bytes:
     if lines and lines[-1] == b"":
         lines.pop()
     return b"".join((b"." + line if line[:1] == b"." else line) + b"\r\n" for line in lines)
+
+
+def crlf_lines(content: bytes) -> bytes:
+    """Message bytes as BDAT sends them: dot_stuff() without the dots (BDAT
+    counts octets, so a line of "." means nothing there)."""
+    lines = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join(line + b"\r\n" for line in lines)

@@ -73,7 +73,7 @@ def test_submit_socket_refuses(stack, commands, want):
 
 
 # The MTA's own reply to a message, relayed as it wrote it.
-QUEUED = {"postfix": r"250 2\.0\.0 Ok: queued as (\w+)",
+QUEUED = {"postfix": r"250 2\.0\.0 Ok: \d+ bytes queued as (\w+)",
           "sendmail": r"250 2\.0\.0 (\w+) Message accepted for delivery"}
 
 

@@ -32,7 +32,7 @@ def log_after(path: pathlib.Path, offset: int) -> str:
 @pytest.mark.parametrize("args,message,submit_line,milter_line", [
     pytest.param(["-t", "-i"], "To: bob@example.net\nSubject: {m}\n\nx\n",
                  rf"{SID}: uid=\d+ login=sgtest1 from=<sgtest1@example.org> nrcpt=1 size=\d+ rcpthdr: "
-                 rf"accepted: 250 2\.0\.0 Ok: queued as (?P<qid>[0-9A-F]+)",
+                 rf"accepted: 250 2\.0\.0 Ok: \d+ bytes queued as (?P<qid>[0-9A-F]+)",
                  r"{qid}: submission: login=sgtest1 from=<sgtest1@example.org> nrcpt=1 "
                  r"fixups=\+Date,\+Message-ID,\+From: accepted", id="accepted"),
     pytest.param(["-t", "-i", "-f", "root@example.org"], "To: bob@example.net\nSubject: {m}\n\nx\n",

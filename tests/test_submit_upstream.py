@@ -1,17 +1,19 @@
 """The submit daemon's MTA client sends message data in pieces; the bytes on
-the wire must be exactly the dot-stuffed message and its final dot."""
+the wire must be exactly the dot-stuffed message and its final dot.  To an
+MTA that offers CHUNKING a one-piece message goes as BDAT ... LAST."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sendgate.wiredata import dot_stuff
 from sendgate.submit_socket import upstream
-from sendgate.submit_socket.upstream import Upstream
+from sendgate.submit_socket.upstream import Capabilities, Upstream
 
 
 async def _wire(content: bytes) -> bytes:
@@ -45,3 +47,45 @@ def test_pieces_join_to_the_dot_stuffed_message(body, ends, trailing, piece):
         assert asyncio.run(_wire(content)) == dot_stuff(content) + b".\r\n"
     finally:
         upstream.PIECE_SIZE = saved
+
+
+async def _transfer(content: bytes, chunking: bool) -> list[bytes]:
+    """What transfer() writes, one entry per MTA reply it waited for."""
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    mta_reader, mta_writer = await asyncio.open_connection(sock=theirs)
+    up = Upstream(reader, writer, timeout=10)
+    up.capabilities = Capabilities(chunking=chunking)
+    task = asyncio.create_task(up.transfer(content))
+    seen = []
+    async with asyncio.timeout(10):
+        first = await mta_reader.readline()
+        if first.startswith(b"BDAT "):
+            seen.append(first + await mta_reader.readexactly(int(first.split()[1])))
+        else:
+            seen.append(first)
+            mta_writer.write(b"354 go ahead\r\n")
+            data = b""
+            while not data.endswith(b"\r\n.\r\n"):
+                data += await mta_reader.read(65536)
+            seen.append(data)
+    mta_writer.write(b"250 2.0.0 Ok\r\n")
+    assert (await task).code == 250
+    up.close()
+    mta_writer.close()
+    return seen
+
+
+@pytest.mark.parametrize("content,chunking,want", [
+    pytest.param(b"Subject: x\n\n.\nbare\rcr\r\n", True, [b"BDAT 27 LAST\r\nSubject: x\r\n\r\n.\r\nbare\r\ncr\r\n"],
+                 id="bdat-crlf-no-dot-stuffing"),
+    pytest.param(b"no final newline", True, [b"BDAT 18 LAST\r\nno final newline\r\n"], id="bdat-ends-with-crlf"),
+    pytest.param(b"  indented\nsecond\n", True, [b"BDAT 22 LAST\r\n\r\n  indented\r\nsecond\r\n"],
+                 id="bdat-first-line-white-space-is-body"),
+    pytest.param(b"", True, [b"BDAT 0 LAST\r\n"], id="bdat-empty"),
+    pytest.param(b"Subject: x\n\n.\n", False, [b"DATA\r\n", b"Subject: x\r\n\r\n..\r\n.\r\n"], id="no-chunking-data"),
+    pytest.param(b"x" * 70000 + b"\n", True, [b"DATA\r\n", b"x" * 70000 + b"\r\n.\r\n"],
+                 id="over-one-piece-data"),
+])
+def test_transfer(content, chunking, want):
+    assert asyncio.run(_transfer(content, chunking)) == want

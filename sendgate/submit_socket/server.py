@@ -671,11 +671,8 @@ class SubmitSMTP(SMTP):
             nrcpt = len(txn.recipients)
         if self.settings.protocol == "header":
             content = with_identity_field(content, self.s.login)
-        reply = await up.command("DATA")
-        if reply.code != 354:
-            return reply, nrcpt, content
         started = self.loop.time()
-        reply = await up.message(content)
+        reply = await up.transfer(content)
         self.registry.metrics.upstream_time(self.loop.time() - started)
         return reply, nrcpt, content
 
