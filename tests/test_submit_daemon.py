@@ -47,6 +47,13 @@ def test_daemons_run_as_the_service_user(stack, name):
         assert str(grp.getgrnam("postdrop").gr_gid) in status["Groups"].split()
 
 
+def test_submit_daemon_runs_on_uvloop(stack):
+    """uvloop is a dependency: the daemon says which event loop it runs."""
+    log = (stack.dir / "log/submitd.log").read_text()
+    assert "listening on " in log
+    assert all(line.endswith("(event loop: uvloop)") for line in log.splitlines() if "listening on " in line)
+
+
 def test_submit_socket_is_open_to_every_user(stack):
     st = os.stat(stack.socket)
     assert oct(st.st_mode & 0o777) == "0o666"

@@ -69,7 +69,7 @@ CONFIGURATION
 DIAGNOSTICS
     Log lines, program name sendgate/submit, one per decision:
       SID: connect uid=1000 pid=4242 login=alice
-      SID: uid=1000 login=alice from=<alice@example.org> nrcpt=1 size=812: accepted: 250 2.0.0 Ok: queued as 4Xyz
+      SID: uid=1000 login=alice from=<alice@example.org> nrcpt=1 size=812: accepted: 250 2.0.0 Ok: 836 bytes queued as 4Xyz
       SID: reject: MAIL from uid=1000 login=alice: 553 5.7.1 <x@y>: Sender address rejected: not owned by user alice
       SID: uid=1000 login=alice: mail system unavailable: connect to ...: No such file or directory
       SID: reject: connect from uid=65534 login=nobody: 554 5.7.1 Error: user nobody is not allowed to submit mail (submit_deny_users)
@@ -219,7 +219,8 @@ async def serve(sock: socket.socket, service: Service, inherited: bool) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: (service.reload(), registry.upstreams.flush()))
     where = "the socket passed by systemd" if inherited else cfg.submit_socket
-    log.info("listening on %s, forwarding to %s", where, cfg.submit_upstream)
+    log.info("listening on %s, forwarding to %s (event loop: %s)", where, cfg.submit_upstream,
+             type(loop).__module__.split(".")[0])
     await stop.wait()
     # Stop accepting, end idle sessions, give busy ones time to finish.
     server.close()
@@ -235,6 +236,15 @@ async def serve(sock: socket.socket, service: Service, inherited: bool) -> None:
     log.info("stopped")
 
 
+def event_loop_factory():
+    """uvloop's event loop when it is installed, else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = daemon.argument_parser("sendgate-submitd", __doc__).parse_args(argv)
     cfg = daemon.load_config_or_exit("sendgate-submitd", args.config)
@@ -245,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     if sock is None:
         sock = bind_socket(cfg.submit_socket, cfg.submit_socket_mode, cfg.submit_socket_group, log)
     daemon.drop_privileges(cfg.submit_user, log)
-    asyncio.run(serve(sock, Service(cfg, args.config, log), inherited))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(sock, Service(cfg, args.config, log), inherited))
     return 0
 
 
