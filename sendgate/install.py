@@ -45,8 +45,8 @@ def launcher(python: str, site_dir: str, mta_sendmail: str) -> str:
             f"# mta-sendmail: {mta_sendmail}\n"
             "import sys\n"
             f"sys.path.insert(0, {site_dir!r})\n"
-            "from sendgate.sendmail_shim.main import main\n"
-            "sys.exit(main())\n")
+            "from sendgate.sendmail_shim.main import command\n"
+            "command()\n")
 
 
 def is_ours(path: str) -> bool:

@@ -659,5 +659,23 @@ def main() -> int:
         return EX_TEMPFAIL
 
 
+def leave(status: int) -> None:
+    """Exit with status at once, without the interpreter's teardown (1-2 ms,
+    a seventh of a run: bench/).  Nothing is lost: standard output and error
+    are flushed here, and every file the command opens (the dead letter) is
+    closed before main() returns."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, a closed stream
+            pass
+    os._exit(status)
+
+
+def command() -> None:
+    """The program: the launchers of install-shim and the pip entry point."""
+    leave(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()
