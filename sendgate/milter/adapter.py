@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import pwd
 import time
 import uuid
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from sendgate.policy.identity import Mode, Principal, mode_for, session_login
 from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
 from sendgate.policy.sender import SenderRules, default_address
 from sendgate.policy.submission import decide
+from sendgate.userdb import full_name
 
 log = logging.getLogger("sendgate/milter")
 
@@ -65,16 +65,6 @@ def collecting(func):
                           func.__name__, type(err).__name__, quote(str(err)))
             return Milter.CONTINUE
     return wrapper
-
-
-def full_name(login: str) -> str:
-    """The GECOS full name of a local login, '' for SASL-only users."""
-    try:
-        gecos = pwd.getpwnam(login).pw_gecos
-    except KeyError:
-        return ""
-    name = gecos.split(",", 1)[0]
-    return name.replace("&", login.capitalize())
 
 
 def new_stamp() -> fixups.Stamp:

@@ -51,6 +51,7 @@ from sendgate.policy.sender import Mismatch, SenderRules, check_envelope_sender,
 from sendgate.replies import Reply
 from sendgate.smtpwire import SyntaxProblem, param_name, param_value, parse_path_argument, xtext
 from sendgate.submit_socket.upstream import CacheLimits, Route, Upstream, UpstreamError, UpstreamPool, UpstreamRefused
+from sendgate.userdb import login_of
 
 log = logging.getLogger("sendgate/submit")
 # aiosmtpd logs every command line (message data included) at INFO.
@@ -210,13 +211,6 @@ def peer_credentials(transport) -> tuple[int, int, int]:
     return struct.unpack(fmt, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt)))
 
 
-def login_for(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
-
-
 def groups_of(login: str, gid: int) -> frozenset[str]:
     """The peer's groups: its process gid (from SO_PEERCRED, which carries no
     supplementary groups) and the login's groups in the user database."""
@@ -334,7 +328,7 @@ class SubmitSMTP(SMTP):
         super().connection_made(transport)
         s = self.s
         s.pid, s.uid, s.gid = peer_credentials(transport)
-        s.login = login_for(s.uid)
+        s.login = login_of(s.uid)
         admission = self.settings.admission
         # The user database's groups are looked up only when a rule names groups.
         groups = groups_of(s.login, s.gid) if admission.allow_groups or admission.deny_groups else frozenset()

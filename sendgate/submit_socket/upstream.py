@@ -172,8 +172,11 @@ class Upstream:
         self._pending = True
         try:
             self.writer.write(data)
-            async with asyncio.timeout(self.timeout):
-                await self.writer.drain()
+            # Wait only when the kernel did not take it all (a big message,
+            # a slow MTA): the usual command leaves nothing buffered.
+            if self.writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(self.timeout):
+                    await self.writer.drain()
         except asyncio.TimeoutError:
             raise UpstreamError("timed out sending") from None
         except OSError as err:
