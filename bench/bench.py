@@ -19,6 +19,7 @@ Stopped with ^C or SIGTERM, it stops the bench stack first.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     p = QUICK if args.quick else FULL
     # SIGTERM unwinds like ^C, so that the stack is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if not args.no_plot and importlib.util.find_spec("matplotlib") is None:
+        print("bench: the plot needs matplotlib: SENDGATE_EXTRAS=bench scripts/bootstrap (or --no-plot)",
+              file=sys.stderr)
+        return 1
     try:
         check_tools()
         os.makedirs(args.out, exist_ok=True)
