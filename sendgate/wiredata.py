@@ -30,6 +30,28 @@ def dot_stuff(content: bytes) -> bytes:
     return b"".join((b"." + line if line[:1] == b"." else line) + b"\r\n" for line in lines)
 
 
+PIECE_SIZE = 1 << 16
+
+
+def data_pieces(content: bytes, size: int = PIECE_SIZE):
+    """What DATA sends after its 354, in pieces of about size bytes: the
+    pieces joined are exactly dot_stuff(content) + b".\r\n", and each is cut
+    after a LF, so no line ending is split and each piece starts a line.  A
+    big message is never held dot-stuffed whole beside its original (a
+    50 MB message would otherwise take about six copies); a small one is
+    one piece, one write."""
+    start, end_all = 0, len(content)
+    while True:
+        cut = content.find(b"\n", start + size)
+        end = end_all if cut < 0 else cut + 1
+        piece = dot_stuff(content[start:end])
+        if end == end_all:
+            yield piece + b".\r\n"
+            return
+        yield piece
+        start = end
+
+
 def crlf_lines(content: bytes) -> bytes:
     """Message bytes as BDAT sends them: dot_stuff() without the dots (BDAT
     counts octets, so a line of "." means nothing there)."""

@@ -95,7 +95,7 @@ import _socket
 import os
 import sys
 
-from sendgate.wiredata import dot_stuff, xtext
+from sendgate.wiredata import data_pieces, xtext
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_UNAVAILABLE = 0, 64, 65, 66, 67, 69
 EX_SOFTWARE, EX_OSERR, EX_CANTCREAT, EX_TEMPFAIL, EX_NOPERM, EX_CONFIG = 70, 71, 73, 75, 77, 78
@@ -486,7 +486,8 @@ def send(envelope: Envelope, path: str, message: bytes, verbose: bool = False) -
                 for _ in commands[n + 1:]:
                     client.reply()
                 raise Failure(status_for(code, text), what, f"{code} {text}")
-        client.send(dot_stuff(message) + b".\r\n")
+        for piece in data_pieces(message):
+            client.send(piece)
         code, text = client.reply()
         if code != 250:
             raise Failure(status_for(code, text), "message refused", f"{code} {text}")

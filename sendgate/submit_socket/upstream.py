@@ -14,12 +14,12 @@ import asyncio
 import socket
 from dataclasses import dataclass
 
-from sendgate.wiredata import crlf_lines, dot_stuff, xtext
+from sendgate.wiredata import crlf_lines, data_pieces, xtext
 
 MAX_REPLY_LINE = 4096
 MAX_REPLY_LINES = 100
-# Message data goes upstream dot-stuffed in pieces of about this many bytes,
-# so that a big message is never held dot-stuffed whole besides its original.
+# Message data goes upstream dot-stuffed in pieces of about this many bytes
+# (wiredata.data_pieces); a message of one piece may go as BDAT.
 PIECE_SIZE = 1 << 16
 
 
@@ -207,22 +207,12 @@ class Upstream:
         return await self.message(content)
 
     async def message(self, content: bytes) -> Reply:
-        """Send the message after a 354, with transparency, and read the verdict.
-
-        Dot-stuffed piece by piece: each piece ends after a LF, so no line
-        ending is split and the next piece starts a line; the pieces joined
-        are exactly dot_stuff(content).  A small message is one write."""
+        """Send the message after a 354, with transparency, and read the
+        verdict: dot-stuffed piece by piece (wiredata.data_pieces)."""
         self.messages += 1
-        start, size = 0, len(content)
-        while True:
-            cut = content.find(b"\n", start + PIECE_SIZE)
-            end = size if cut < 0 else cut + 1
-            piece = dot_stuff(content[start:end])
-            if end == size:
-                await self.send(piece + b".\r\n")
-                return await self.reply()
+        for piece in data_pieces(content, PIECE_SIZE):
             await self.send(piece)
-            start = end
+        return await self.reply()
 
     async def ehlo(self, helo: str) -> Reply:
         reply = await self.command(f"EHLO {helo}")
