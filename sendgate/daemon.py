@@ -10,11 +10,13 @@ then read anything a client sends.
 from __future__ import annotations
 
 import argparse
+import atexit
 import grp
 import logging
 import logging.handlers
 import os
 import pwd
+import queue as queue_module
 import sys
 
 from sendgate import config
@@ -63,9 +65,23 @@ class _PostfixFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(program: str, destination: str, syslog_socket: str = "/dev/log") -> logging.Logger:
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writing thread as they are: the default
+    prepare() formats and copies each one in the caller's thread."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def setup_logging(program: str, destination: str, syslog_socket: str = "/dev/log",
+                  threads: bool = False) -> logging.Logger:
     """Log to syslog (facility mail) or to stderr; syslog falls back to
-    stderr when there is no syslog socket, with a warning saying so."""
+    stderr when there is no syslog socket, with a warning saying so.
+
+    threads: the caller logs from many threads (the milter: libmilter runs
+    one per MTA connection); records then go through a queue to one thread
+    that formats and writes them, instead of every thread waiting its turn
+    for the handler's lock (bench/).  The queue is drained at exit."""
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
@@ -80,6 +96,12 @@ def setup_logging(program: str, destination: str, syslog_socket: str = "/dev/log
     if destination != "syslog" or fallback:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_PostfixFormatter(program, with_time=True))
+    if threads:
+        queue: queue_module.SimpleQueue = queue_module.SimpleQueue()
+        listener = logging.handlers.QueueListener(queue, handler)
+        listener.start()
+        atexit.register(listener.stop)
+        handler = _Handoff(queue)
     root.addHandler(handler)
     log = logging.getLogger(program)
     if fallback:

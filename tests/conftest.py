@@ -17,6 +17,7 @@ import hashlib
 import os
 import pathlib
 import pwd
+import re
 import shutil
 import signal
 import smtplib
@@ -306,8 +307,24 @@ def postfix_log_lines(stack: Stack, qid: str) -> list[str]:
     return [line for line in stack.postfix_log.read_text(errors="replace").splitlines() if f" {qid}:" in line]
 
 
-def milter_log_lines(stack: Stack, qid: str) -> list[str]:
-    return [line for line in stack.milter_log.read_text(errors="replace").splitlines() if f" {qid}: " in line]
+def log_text(path: pathlib.Path, until, offset: int = 0, timeout: float = 5) -> str:
+    """The log's text after offset, once until (a substring or a compiled
+    pattern) is in it, or whatever is there after timeout.  The milter
+    writes its lines from a thread of its own, a moment after deciding."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_bytes()[offset:].decode("utf-8", "replace")
+        found = until.search(text) if hasattr(until, "search") else until in text
+        if found or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)
+
+
+def milter_log_lines(stack: Stack, qid: str, until: str = "") -> list[str]:
+    """The milter's lines for qid, once one of them contains until."""
+    pattern = re.compile(re.escape(f" {qid}: ") + ".*" + re.escape(until))
+    text = log_text(stack.milter_log, pattern)
+    return [line for line in text.splitlines() if f" {qid}: " in line]
 
 
 def sendmail_log_lines(stack: Stack, qid: str, until: str, timeout: float = 10) -> list[str]:
@@ -327,7 +344,8 @@ def assert_submitted_by(stack: Stack, item: Delivered, login: str) -> None:
     (it reaches only the milter, see sendgate.policy.handoff), but its log
     shows that the message came in on the submit daemon's service."""
     qid = queue_id(item)
-    assert any(f"{qid}: submission: login={login} " in line for line in milter_log_lines(stack, qid))
+    lines = milter_log_lines(stack, qid, until="submission: login=")
+    assert any(f"{qid}: submission: login={login} " in line for line in lines)
     if stack.mta == "postfix":
         assert any(f"sasl_method=XCLIENT, sasl_username={login}" in line for line in postfix_log_lines(stack, qid))
     else:

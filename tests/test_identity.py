@@ -187,6 +187,6 @@ def test_network_mail_is_relayed_without_submission_fixups(stack, request):
         assert re.fullmatch(rf"<\d{{12}}\.{qid}@mail\.{DOMAIN}>", item.one("Message-ID"))
         lines = sendmail_log_lines(stack, qid, until="stat=Sent")
         assert any(": from=<carol@example.net>" in line and ", daemon=inbound, " in line for line in lines)
-    log = milter_log_lines(stack, qid)
+    log = milter_log_lines(stack, qid, until=": no fix-ups")
     assert log[-1].endswith(f"{qid}: relay: from=<carol@example.net> nrcpt=1: no fix-ups")
     assert any(f"{qid}: removed 1 X-Sendgate-Login field(s) from a client" in line for line in log)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import DOMAIN, delivered, need, program, queue_id, run_as, sendmail, unique_marker
+from conftest import DOMAIN, delivered, log_text, need, program, queue_id, run_as, sendmail, unique_marker
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,8 @@ def test_decision_lines(stack, request, args, message, submit_line, milter_line)
     assert found, log_after(submit_log, offsets[0])
     if milter_line:
         pattern = milter_line.replace("{qid}", found["qid"])
-        assert re.search(rf"sendgate/milter\[\d+\]: {pattern}$", log_after(milter_log, offsets[1]), re.M)
+        wanted = re.compile(rf"sendgate/milter\[\d+\]: {pattern}$", re.M)
+        assert wanted.search(log_text(milter_log, wanted, offsets[1]))
 
 
 def test_limit_line(stack):

@@ -22,7 +22,6 @@ import functools
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -67,8 +66,20 @@ def collecting(func):
     return wrapper
 
 
+_date_of_second: tuple[int, str] = (0, "")
+
+
 def new_stamp() -> fixups.Stamp:
-    return fixups.Stamp(date=formatdate(localtime=True), unique=uuid.uuid4().hex)
+    """The Date: value for now (formatted once a second: formatdate() was a
+    tenth of the milter's work per message, bench/) and 128 random bits for
+    the Message-ID."""
+    global _date_of_second
+    now = time.time()
+    second, date = _date_of_second
+    if int(now) != second:
+        date = formatdate(now, localtime=True)
+        _date_of_second = (int(now), date)
+    return fixups.Stamp(date=date, unique=os.urandom(16).hex())
 
 
 class SettingsSource:

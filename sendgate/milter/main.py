@@ -112,7 +112,7 @@ def register() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = daemon.argument_parser("sendgate-milter", __doc__).parse_args(argv)
     cfg = daemon.load_config_or_exit("sendgate-milter", args.config)
-    log = daemon.setup_logging(PROGRAM, cfg.log_destination, cfg.syslog_socket)
+    log = daemon.setup_logging(PROGRAM, cfg.log_destination, cfg.syslog_socket, threads=True)
     path = cfg.milter_socket.removeprefix("unix:")
     gid = daemon.group_id(cfg.milter_socket_group, log)
 
