@@ -11,6 +11,7 @@ tests/test_upstream_cache.py, on a real stack.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 
 import pytest
@@ -40,16 +41,27 @@ async def deliver(up):
     await up.message(b"Subject: x\r\n\r\nx\r\n")
 
 
+@contextlib.asynccontextmanager
+async def fake_mta(answers=None):
+    """A CountingMTA listening on a unix socket: (the MTA, its path)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mta = CountingMTA(answers or {})
+        server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
+        try:
+            yield mta, f"{tmp}/mta"
+        finally:
+            await asyncio.sleep(0.05)  # let the fake MTA read the last QUITs
+            server.close()
+
+
 async def scenario(steps, answers=None, limits=CacheLimits(), protocol="xclient"):
     """steps: ("get", login) takes a session, ("deliver",) sends a message on
     it, ("command", line) sends one command, ("send", line) writes without
     reading the reply, ("put",) gives it back, ("wait", seconds), ("close",)
     closes the pool.  Returns how each "get" had its session and the MTA's
     view per connection."""
-    with tempfile.TemporaryDirectory() as tmp:
-        mta = CountingMTA(answers or {})
-        server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
-        pool, route, up, hows = UpstreamPool(), Route(f"{tmp}/mta", 5, "mx.example.org", protocol), None, []
+    async with fake_mta(answers) as (mta, path):
+        pool, route, up, hows = UpstreamPool(), Route(path, 5, "mx.example.org", protocol), None, []
         for step, *arg in steps:
             if step == "get":
                 up, how = await pool.acquire(route, arg[0])
@@ -66,9 +78,7 @@ async def scenario(steps, answers=None, limits=CacheLimits(), protocol="xclient"
                 await asyncio.sleep(arg[0])
             elif step == "close":
                 pool.close()
-        await asyncio.sleep(0.05)  # let the fake MTA read the last QUITs
-        server.close()
-        return hows, mta.connections
+    return hows, mta.connections
 
 
 def run(*args, **kw):
@@ -114,16 +124,12 @@ def test_pool(steps, answers, limits, want_hows, want_connections):
 def test_pool_full_ends_the_oldest():
     steps = [("get", "a"), ("get", "b"), ("get", "c")]
     async def go():
-        with tempfile.TemporaryDirectory() as tmp:
-            mta = CountingMTA({})
-            server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
-            pool, route = UpstreamPool(), Route(f"{tmp}/mta", 5, "mx.example.org")
+        async with fake_mta() as (mta, path):
+            pool, route = UpstreamPool(), Route(path, 5, "mx.example.org")
             ups = [(await pool.acquire(route, login))[0] for _, login in steps]
             for up in ups:
                 pool.release(up, CacheLimits(size=2))
-            await asyncio.sleep(0.05)
-            server.close()
-            return [u.login for u in pool.idle], mta.connections
+        return [u.login for u in pool.idle], mta.connections
     kept, connections = asyncio.run(go())
     assert kept == ["b", "c"]
     assert [c[-1] for c in connections] == ["QUIT", EHLO, EHLO]
@@ -131,17 +137,14 @@ def test_pool_full_ends_the_oldest():
 
 def test_mta_hanging_up_while_kept_is_not_reused():
     async def go():
-        with tempfile.TemporaryDirectory() as tmp:
-            mta = CountingMTA({})
-            server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
-            pool, route = UpstreamPool(), Route(f"{tmp}/mta", 5, "mx.example.org")
+        async with fake_mta() as (mta, path):
+            pool, route = UpstreamPool(), Route(path, 5, "mx.example.org")
             up, _ = await pool.acquire(route, "alice")
             pool.release(up, CacheLimits())
             # Postfix's smtpd_timeout: a 421, then the connection closes.
             up.reader.feed_data(b"421 4.4.2 mx Error: timeout exceeded\r\n")
             _, how = await pool.acquire(route, "alice")
-            server.close()
-            return how, len(mta.connections)
+        return how, len(mta.connections)
     assert asyncio.run(go()) == ("new", 2)
 
 
@@ -154,13 +157,10 @@ def test_header_protocol_ignores_the_login():
 
 def test_another_route_does_not_take_it():
     async def go():
-        with tempfile.TemporaryDirectory() as tmp:
-            mta = CountingMTA({})
-            server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
+        async with fake_mta() as (_, path):
             pool = UpstreamPool()
-            up, _ = await pool.acquire(Route(f"{tmp}/mta", 5, "mx.example.org"), "alice")
+            up, _ = await pool.acquire(Route(path, 5, "mx.example.org"), "alice")
             pool.release(up, CacheLimits())
-            _, how = await pool.acquire(Route(f"{tmp}/mta", 5, "other.example.org"), "alice")
-            server.close()
-            return how
+            _, how = await pool.acquire(Route(path, 5, "other.example.org"), "alice")
+        return how
     assert asyncio.run(go()) == "new"
