@@ -99,9 +99,17 @@ def setup_logging(program: str, destination: str, syslog_socket: str = "/dev/log
     if threads:
         queue: queue_module.SimpleQueue = queue_module.SimpleQueue()
         listener = logging.handlers.QueueListener(queue, handler)
+        handoff = _Handoff(queue)
+
+        def write_directly_from_now_on() -> None:
+            """At exit: write what is queued, then what comes after directly."""
+            if handoff in root.handlers:  # one assignment: no line twice, none lost
+                root.handlers[root.handlers.index(handoff)] = listener.handlers[0]
+            listener.stop()
+
         listener.start()
-        atexit.register(listener.stop)
-        handler = _Handoff(queue)
+        atexit.register(write_directly_from_now_on)
+        handler = handoff
     root.addHandler(handler)
     log = logging.getLogger(program)
     if fallback:

@@ -1,13 +1,15 @@
-"""The user database lookups the daemons make for every session or message,
-remembered for a few seconds.
+"""The user database lookups the daemons make for every session or message.
 
 A lookup goes through NSS (nsswitch.conf, then /etc/passwd or a directory
-service) every time; the submit daemon maps each connection's uid to its
-login and the milter each submission's login to its full name, so under
-load the same answer is fetched hundreds of times a second (bench/).  An
-answer is kept for TTL seconds, as nscd would keep it (nscd: 600), so an
-account renamed or removed is seen within that time.  The cache is bounded
-and thread-safe (the milter calls it from libmilter's threads).
+service) every time.  The milter names each submission's user in Sender:
+with the account's full name, so under load the same answer is fetched
+hundreds of times a second (bench/): full names are kept for TTL seconds,
+as nscd would keep them (nscd: 600).  The cache is bounded and thread-safe
+(the milter calls it from libmilter's threads).
+
+The login of a uid is the identity of everything the submit daemon passes
+on, so it is never remembered: a uid given to a new account is that
+account's from its first connection.
 """
 
 from __future__ import annotations
@@ -39,13 +41,6 @@ class _Remembered:
         return value
 
 
-def _login_of(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
-
-
 def _full_name(login: str) -> str:
     try:
         gecos = pwd.getpwnam(login).pw_gecos
@@ -54,7 +49,13 @@ def _full_name(login: str) -> str:
     return gecos.split(",", 1)[0].replace("&", login.capitalize())
 
 
-login_of = _Remembered(_login_of)
-login_of.__doc__ = "The login of uid ('' when the user database has none)."
+def login_of(uid: int) -> str:
+    """The login of uid ('' when the user database has none)."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
 full_name = _Remembered(_full_name)
 full_name.__doc__ = "The GECOS full name of a local login ('' for SASL-only users)."

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import pathlib
+import pwd
 import subprocess
 
 import pytest
 
-from conftest import DOMAIN, delivered, program, run_as, unique_marker
+from conftest import DOMAIN, clear_dead_letter, delivered, program, run_as, unique_marker
 from sendmail_helpers import public_dir, run_caller  # noqa: F401  (fixture)
 
 
@@ -214,3 +215,28 @@ def test_t_with_n_gives_header_recipients_notify(stack, public_dir, request):  #
     assert sorted(c.one("X-Original-To") for c in copies) == ["bob@example.net", f"carol@{DOMAIN}",
                                                              "hidden@example.net"]
     assert all(c.all("Bcc") == [] for c in copies)
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+@pytest.mark.parametrize("args,status,copies", [
+    pytest.param([], 0, 1, id="accepted"),
+    pytest.param(["-f", "root@example.org"], 77, 0, id="refused"),
+])
+def test_closed_standard_output_or_error_changes_no_status(stack, request, closed, args, status, copies):
+    """cron and daemons run the command with descriptors closed; the
+    command leaves without Python's teardown (sendmail_shim.main.leave) and
+    must still exit with its own status."""
+    m = unique_marker(request)
+    argv = " ".join([program("sendgate-sendmail"), "-t", "-i", *args])
+    result = run_as(USER, ["/bin/sh", "-c", f"exec {argv} {closed}"],
+                    f"To: bob@example.net\nSubject: {m}\n\nx\n".encode(), stack.env())
+    assert (result.returncode, result.stdout) == (status, b"")
+    assert len(delivered(stack, m, timeout=2 if copies == 0 else 20)) == copies
+    clear_dead_letter(pathlib.Path(pwd.getpwnam(USER).pw_dir))  # where the refused one was saved
+
+
+def test_unwritable_output_is_a_failure(stack):
+    """-bv's answer that cannot be written (a full disk) is EX_IOERR, not 0."""
+    result = run_as(USER, ["/bin/sh", "-c", f"exec {program('sendgate-sendmail')} -bv bob@example.net >/dev/full"],
+                    b"", stack.env())
+    assert (result.returncode, result.stderr) == (74, b"sendmail: No space left on device\n")

@@ -17,7 +17,7 @@ import tempfile
 import pytest
 
 from sendgate.submit_socket.upstream import CacheLimits, Route, UpstreamPool
-from test_submit_adapter import FakeMTA
+from test_submit_adapter import LOGIN, FakeMTA, read_reply
 
 EHLO = "EHLO mx.example.org"
 
@@ -57,8 +57,8 @@ async def fake_mta(answers=None):
 async def scenario(steps, answers=None, limits=CacheLimits(), protocol="xclient"):
     """steps: ("get", login) takes a session, ("deliver",) sends a message on
     it, ("command", line) sends one command, ("send", line) writes without
-    reading the reply, ("put",) gives it back, ("wait", seconds), ("close",)
-    closes the pool.  Returns how each "get" had its session and the MTA's
+    reading the reply, ("put",) gives it back, ("wait", seconds), ("flush",)
+    ends the kept sessions (SIGHUP), ("close",) closes the pool.  Returns how each "get" had its session and the MTA's
     view per connection."""
     async with fake_mta(answers) as (mta, path):
         pool, route, up, hows = UpstreamPool(), Route(path, 5, "mx.example.org", protocol), None, []
@@ -76,6 +76,8 @@ async def scenario(steps, answers=None, limits=CacheLimits(), protocol="xclient"
                 pool.release(up, limits)
             elif step == "wait":
                 await asyncio.sleep(arg[0])
+            elif step == "flush":
+                pool.flush()
             elif step == "close":
                 pool.close()
     return hows, mta.connections
@@ -86,6 +88,7 @@ def run(*args, **kw):
 
 
 ALICE = ["XCLIENT LOGIN=alice", EHLO]
+UPSTREAM_HELLO = [f"XCLIENT LOGIN={LOGIN}", EHLO]
 MESSAGE = ["MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA", "<message>"]
 
 
@@ -114,6 +117,11 @@ MESSAGE = ["MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.net>", "DATA",
                  [ALICE + ["QUIT"], ALICE], id="nothing-kept-once-closed"),
     pytest.param([("get", "alice"), ("put",), ("close",)], {}, CacheLimits(), ["new"], [ALICE + ["QUIT"]],
                  id="close-ends-kept-sessions"),
+    pytest.param([("get", "alice"), ("put",), ("flush",), ("get", "alice")], {}, CacheLimits(), ["new", "new"],
+                 [ALICE + ["QUIT"], ALICE], id="flush-ends-kept-sessions"),
+    pytest.param([("get", "alice"), ("flush",), ("put",), ("get", "alice"), ("put",), ("get", "alice")], {},
+                 CacheLimits(), ["new", "new", "kept"], [ALICE + ["QUIT"], ALICE],
+                 id="flush-ends-sessions-in-use-when-they-come-back"),
 ])
 def test_pool(steps, answers, limits, want_hows, want_connections):
     hows, connections = run(steps, answers, limits)
@@ -164,3 +172,51 @@ def test_another_route_does_not_take_it():
             _, how = await pool.acquire(Route(path, 5, "other.example.org"), "alice")
         return how
     assert asyncio.run(go()) == "new"
+
+
+async def client_sessions(dialogues):
+    """Client sessions one after another through one submit server (one
+    pool); a dialogue ending in None disconnects without QUIT.  Returns the
+    fake MTA's view per connection."""
+    from sendgate.policy.sender import SenderRules
+    from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
+
+    async with fake_mta() as (mta, path):
+        settings = SubmitSettings(hostname="mx.example.org", upstream_path=path, upstream_timeout=5,
+                                  size_limit=100000, recipient_limit=3, rules=SenderRules(domain="example.org"))
+        registry = Registry()
+        ours = await asyncio.get_running_loop().create_unix_server(
+            lambda: SubmitSMTP(settings, 10, registry), path + "-submit")
+        for dialogue in dialogues:
+            reader, writer = await asyncio.open_unix_connection(path + "-submit")
+            await read_reply(reader)
+            for command in dialogue:
+                if command is None:
+                    break
+                writer.write(command.encode() + b"\r\n")
+                if not command.startswith(("Subject:", "To:", "x")) and command != "":
+                    await read_reply(reader)
+            writer.close()
+            await asyncio.sleep(0.05)  # the server sees the end of the session
+        ours.close()
+    return mta.connections
+
+
+ME_FROM = f"MAIL FROM:<{LOGIN}>"
+SENT = ["EHLO me", ME_FROM, "RCPT TO:<bob@example.net>", "DATA", "Subject: s", "", "x", "."]
+UP_SENT = [f"MAIL FROM:<{LOGIN}@example.org>", "RCPT TO:<bob@example.net>", "DATA", "<message>"]
+
+
+@pytest.mark.parametrize("first,want", [
+    pytest.param(SENT + ["QUIT"], [UPSTREAM_HELLO + UP_SENT + UP_SENT], id="message-then-quit-is-kept"),
+    pytest.param(SENT + [None], [UPSTREAM_HELLO + UP_SENT + UP_SENT], id="message-then-hang-up-is-kept"),
+    pytest.param(["EHLO me", ME_FROM, "RCPT TO:<bob@example.net>", "RSET", "QUIT"],
+                 [UPSTREAM_HELLO + UP_SENT[:2] + ["RSET"] + UP_SENT], id="rset-then-quit-is-kept"),
+    pytest.param(["EHLO me", ME_FROM, "RCPT TO:<bob@example.net>", "QUIT"],
+                 [UPSTREAM_HELLO + UP_SENT[:2] + ["QUIT"], UPSTREAM_HELLO + UP_SENT],
+                 id="open-transaction-is-not-kept"),
+    pytest.param(["EHLO me", f"MAIL FROM:<{LOGIN}> RCPTHDR", "QUIT"],
+                 [UPSTREAM_HELLO + ["QUIT"], UPSTREAM_HELLO + UP_SENT], id="open-rcpthdr-transaction-is-not-kept"),
+])
+def test_which_client_sessions_leave_their_mta_session_kept(first, want):
+    assert asyncio.run(client_sessions([first, SENT + ["QUIT"]])) == want

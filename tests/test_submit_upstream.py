@@ -66,7 +66,7 @@ async def _transfer(content: bytes, chunking: bool) -> list[bytes]:
             seen.append(first)
             mta_writer.write(b"354 go ahead\r\n")
             data = b""
-            while not data.endswith(b"\r\n.\r\n"):
+            while not (data == b".\r\n" or data.endswith(b"\r\n.\r\n")):
                 data += await mta_reader.read(65536)
             seen.append(data)
     mta_writer.write(b"250 2.0.0 Ok\r\n")
@@ -79,12 +79,15 @@ async def _transfer(content: bytes, chunking: bool) -> list[bytes]:
 @pytest.mark.parametrize("content,chunking,want", [
     pytest.param(b"Subject: x\n\n.\nbare\rcr\r\n", True, [b"BDAT 27 LAST\r\nSubject: x\r\n\r\n.\r\nbare\r\ncr\r\n"],
                  id="bdat-crlf-no-dot-stuffing"),
-    pytest.param(b"no final newline", True, [b"BDAT 18 LAST\r\nno final newline\r\n"], id="bdat-ends-with-crlf"),
-    pytest.param(b"  indented\nsecond\n", True, [b"BDAT 22 LAST\r\n\r\n  indented\r\nsecond\r\n"],
-                 id="bdat-first-line-white-space-is-body"),
-    pytest.param(b"", True, [b"BDAT 0 LAST\r\n"], id="bdat-empty"),
+    pytest.param(b"Subject: x", True, [b"BDAT 12 LAST\r\nSubject: x\r\n"], id="bdat-ends-with-crlf"),
+    pytest.param(b"  indented\nsecond\n", True, [b"DATA\r\n", b"  indented\r\nsecond\r\n.\r\n"],
+                 id="first-line-white-space-goes-as-data"),
+    pytest.param(b"From alice Mon Nov 30\nSubject: x\n\nx\n", True,
+                 [b"DATA\r\n", b"From alice Mon Nov 30\r\nSubject: x\r\n\r\nx\r\n.\r\n"], id="mbox-from-line-goes-as-data"),
+    pytest.param(b"just a body\n", True, [b"DATA\r\n", b"just a body\r\n.\r\n"], id="no-header-goes-as-data"),
+    pytest.param(b"", True, [b"DATA\r\n", b".\r\n"], id="empty-goes-as-data"),
     pytest.param(b"Subject: x\n\n.\n", False, [b"DATA\r\n", b"Subject: x\r\n\r\n..\r\n.\r\n"], id="no-chunking-data"),
-    pytest.param(b"x" * 70000 + b"\n", True, [b"DATA\r\n", b"x" * 70000 + b"\r\n.\r\n"],
+    pytest.param(b"Subject: x\n" + b"x" * 70000 + b"\n", True, [b"DATA\r\n", b"Subject: x\r\n" + b"x" * 70000 + b"\r\n.\r\n"],
                  id="over-one-piece-data"),
 ])
 def test_transfer(content, chunking, want):

@@ -42,3 +42,11 @@ def test_real_lookups():
     assert userdb.login_of(os.getuid()) == me.pw_name
     assert userdb.login_of(2**31 - 2) == ""
     assert userdb.full_name("no-such-login-here") == ""
+
+
+def test_login_of_a_uid_is_never_remembered(monkeypatch):
+    """The login is the identity the submit daemon passes on: a uid given to
+    a new account is that account's at once."""
+    owners = iter(["alice", "bob"])
+    monkeypatch.setattr(userdb.pwd, "getpwuid", lambda uid: pwd.struct_passwd((next(owners),) + ("",) * 6))
+    assert [userdb.login_of(1000), userdb.login_of(1000)] == ["alice", "bob"]

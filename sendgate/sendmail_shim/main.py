@@ -98,7 +98,7 @@ import sys
 from sendgate.wiredata import data_pieces, xtext
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOUSER, EX_UNAVAILABLE = 0, 64, 65, 66, 67, 69
-EX_SOFTWARE, EX_OSERR, EX_CANTCREAT, EX_TEMPFAIL, EX_NOPERM, EX_CONFIG = 70, 71, 73, 75, 77, 78
+EX_SOFTWARE, EX_OSERR, EX_CANTCREAT, EX_IOERR, EX_TEMPFAIL, EX_NOPERM, EX_CONFIG = 70, 71, 73, 74, 75, 77, 78
 
 DEFAULT_CONFIG = "/etc/sendgate/sendgate.yaml"
 DEFAULT_SOCKET = "/run/sendgate/submit.sock"
@@ -653,23 +653,41 @@ def main() -> int:
     try:
         return run(sys.argv)
     except Failure as failure:
-        sys.stderr.write(f"sendmail: {failure}\n")
+        complain(f"sendmail: {failure}\n")
         return failure.status
     except KeyboardInterrupt:
-        sys.stderr.write("sendmail: interrupted\n")
+        complain("sendmail: interrupted\n")
         return EX_TEMPFAIL
+    except OSError as err:  # standard input or output failing (EIO, a full disk)
+        complain(f"sendmail: {err.strerror or err}\n")
+        return EX_IOERR
+
+
+def complain(text: str) -> None:
+    """text on standard error, when there is one: cron and daemons may run
+    the command with it closed, and the exit status must still be ours."""
+    if sys.stderr is not None:
+        try:
+            sys.stderr.write(text)
+        except Exception:  # noqa: BLE001 - nowhere left to say it
+            pass
 
 
 def leave(status: int) -> None:
     """Exit with status at once, without the interpreter's teardown (1-2 ms,
     a seventh of a run: bench/).  Nothing is lost: standard output and error
     are flushed here, and every file the command opens (the dead letter) is
-    closed before main() returns."""
+    closed before main() returns.  A stream that was closed when the command
+    started (cron, daemons: `>&-`) is None; output that cannot be written
+    makes an otherwise successful run EX_IOERR, as Python's teardown would
+    have failed it."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
         try:
             stream.flush()
-        except (OSError, ValueError):  # a reader that went away, a closed stream
-            pass
+        except Exception:  # noqa: BLE001 - a full disk, a reader gone, a closed stream
+            status = status or EX_IOERR
     os._exit(status)
 
 

@@ -11,12 +11,15 @@ read in a task of its own (bench/: a tenth of the daemon's time per session).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from dataclasses import dataclass
 
 from sendgate.wiredata import crlf_lines, data_pieces, xtext
 
 MAX_REPLY_LINE = 4096
+# A message that starts with a header field (RFC 5322 field name, colon).
+HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
 MAX_REPLY_LINES = 100
 # Message data goes upstream dot-stuffed in pieces of about this many bytes
 # (wiredata.data_pieces); a message of one piece may go as BDAT.
@@ -107,7 +110,7 @@ class Upstream:
         # and until when it may wait unused.
         self.login: str | None = None
         self.route: tuple[str, str, str] = ("", "", "")
-        self.messages = 0
+        self.messages = self.generation = 0
         self.opened = self.expires = 0.0
         # Reusable only while every exchange has finished with a reply below
         # 400: an unread reply, an error or a refusal ends it with its client
@@ -170,6 +173,8 @@ class Upstream:
 
     async def send(self, data: bytes) -> None:
         self._pending = True
+        if self.writer.is_closing():
+            raise UpstreamError("connection to the mail system already closed")
         try:
             self.writer.write(data)
             # Wait only when the kernel did not take it all (a big message,
@@ -179,8 +184,8 @@ class Upstream:
                     await self.writer.drain()
         except asyncio.TimeoutError:
             raise UpstreamError("timed out sending") from None
-        except OSError as err:
-            raise UpstreamError(f"write: {err.strerror or err}") from None
+        except (OSError, RuntimeError) as err:  # uvloop: RuntimeError on a closed transport
+            raise UpstreamError(f"write: {getattr(err, 'strerror', None) or err}") from None
 
     async def command(self, line: str) -> Reply:
         await self.send(line.encode("utf-8", "surrogateescape") + b"\r\n")
@@ -190,14 +195,14 @@ class Upstream:
         """The message, after MAIL and RCPT, and the MTA's verdict.  When the
         MTA offers CHUNKING (RFC 3030; Postfix does) and the message is one
         piece, it goes as BDAT ... LAST: one write and one reply instead of
-        DATA, 354, the dot-stuffed message and its reply.  Otherwise DATA."""
-        if self.capabilities.chunking and len(content) <= PIECE_SIZE:
+        DATA, 354, the dot-stuffed message and its reply.  Only a message that
+        starts with a header field: Postfix's DATA reader mends other first
+        lines (an empty line before white space, X-Mailbox-Line: for an mbox
+        "From " line), its BDAT reader (3.7) does not (it dropped a first
+        line of white space), and an empty message is "Null BDAT".
+        Otherwise DATA."""
+        if self.capabilities.chunking and len(content) <= PIECE_SIZE and HEADER_FIELD.match(content):
             wire = crlf_lines(content)
-            if wire[:1] in (b" ", b"\t"):
-                # A first line of white space would continue no header field.
-                # Postfix's DATA reader puts an empty line before it (so it is
-                # body); its BDAT reader (3.7) drops it.  Do what DATA does.
-                wire = b"\r\n" + wire
             self.messages += 1
             await self.send(b"BDAT %d LAST\r\n" % len(wire) + wire)
             return await self.reply()
@@ -326,6 +331,9 @@ class UpstreamPool:
     def __init__(self) -> None:
         self.idle: list[Upstream] = []
         self.closed = False
+        # flush() starts a new generation: sessions handed out before it are
+        # not taken back (they were opened with the settings of before).
+        self.generation = 0
         self._reaper: asyncio.TimerHandle | None = None
 
     async def acquire(self, route: Route, login: str) -> tuple[Upstream, str]:
@@ -334,6 +342,7 @@ class UpstreamPool:
         UpstreamRefused or UpstreamError when no session could be had."""
         up = self._take(route, login)
         if up is not None:
+            up.generation = self.generation
             if route.protocol != "xclient" or up.login == login:
                 return up, "kept"
             try:
@@ -341,6 +350,9 @@ class UpstreamPool:
                     return up, "switched"
             except UpstreamError:
                 pass
+            except BaseException:  # our client went meanwhile (cancelled)
+                up.close()
+                raise
             up.close()  # a fresh session will say whether the MTA is ill
         up = await Upstream.connect(route.path, route.timeout)
         try:
@@ -351,7 +363,7 @@ class UpstreamPool:
         if refusal is not None:
             up.close()
             raise UpstreamRefused(refusal)
-        up.route = route.key
+        up.route, up.generation = route.key, self.generation
         up.opened = asyncio.get_running_loop().time()
         return up, "new"
 
@@ -372,7 +384,7 @@ class UpstreamPool:
     def release(self, up: Upstream, limits: CacheLimits) -> None:
         """Keep up for a later client, or end it (QUIT) when it may not be kept."""
         now = asyncio.get_running_loop().time()
-        if (self.closed or limits.size <= 0 or not up.reusable or not up.quiet()
+        if (self.closed or limits.size <= 0 or not up.reusable or not up.quiet() or up.generation != self.generation
                 or up.messages >= limits.reuse_count or now - up.opened >= limits.reuse_time):
             up.quit()
             return
@@ -407,8 +419,10 @@ class UpstreamPool:
         self.flush()
 
     def flush(self) -> None:
-        """End every kept session (on reload: the MTA's settings may have
-        changed too, and a kept session runs with those it started with)."""
+        """End every kept session, and those in use when they come back (on
+        reload: the MTA's settings may have changed too, and a kept session
+        runs with those it started with)."""
+        self.generation += 1
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
