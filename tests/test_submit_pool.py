@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import tempfile
 
 import pytest
@@ -22,17 +23,30 @@ from test_submit_adapter import LOGIN, FakeMTA, read_reply
 EHLO = "EHLO mx.example.org"
 
 
+CONNECTION: contextvars.ContextVar[int] = contextvars.ContextVar("connection")
+
+
 class CountingMTA(FakeMTA):
-    """The fake MTA, with what it saw kept per connection."""
+    """The fake MTA, with what it saw kept per connection, and answers that
+    can be changed for one connection later (`broken[index]`), as when
+    Postfix times a kept session out."""
 
     def __init__(self, answers):
         super().__init__(answers)
         self.connections: list[list[str]] = []
+        self.broken: dict[int, dict[str, str | None]] = {}
 
     async def serve(self, reader, writer):
         seen: list[str] = []
         self.connections.append(seen)
+        CONNECTION.set(len(self.connections) - 1)  # each connection is a task of its own
         await super().serve(reader, writer, seen)
+
+    def answer(self, text: str, default: str) -> str | None:
+        for prefix, reply in self.broken.get(CONNECTION.get(), {}).items():
+            if text.startswith(prefix):
+                return reply
+        return super().answer(text, default)
 
 
 async def deliver(up):
@@ -174,32 +188,39 @@ def test_another_route_does_not_take_it():
     assert asyncio.run(go()) == "new"
 
 
-async def client_sessions(dialogues):
+async def client_sessions(dialogues, breaks=None):
     """Client sessions one after another through one submit server (one
-    pool); a dialogue ending in None disconnects without QUIT.  Returns the
-    fake MTA's view per connection."""
+    pool); a dialogue ending in None disconnects without QUIT.  breaks:
+    {session index: (connection index, answers)} changes the fake MTA's
+    answers on one connection before that session.  Returns the fake MTA's
+    view per connection and each session's replies."""
     from sendgate.policy.sender import SenderRules
     from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
 
+    replies = []
     async with fake_mta() as (mta, path):
         settings = SubmitSettings(hostname="mx.example.org", upstream_path=path, upstream_timeout=5,
                                   size_limit=100000, recipient_limit=3, rules=SenderRules(domain="example.org"))
         registry = Registry()
         ours = await asyncio.get_running_loop().create_unix_server(
             lambda: SubmitSMTP(settings, 10, registry), path + "-submit")
-        for dialogue in dialogues:
+        for n, dialogue in enumerate(dialogues):
+            if n in (breaks or {}):
+                connection, answers = breaks[n]
+                mta.broken[connection] = answers
             reader, writer = await asyncio.open_unix_connection(path + "-submit")
-            await read_reply(reader)
+            got = [await read_reply(reader)]
             for command in dialogue:
                 if command is None:
                     break
                 writer.write(command.encode() + b"\r\n")
                 if not command.startswith(("Subject:", "To:", "x")) and command != "":
-                    await read_reply(reader)
+                    got.append(await read_reply(reader))
+            replies.append(got)
             writer.close()
             await asyncio.sleep(0.05)  # the server sees the end of the session
         ours.close()
-    return mta.connections
+    return mta.connections, replies
 
 
 ME_FROM = f"MAIL FROM:<{LOGIN}>"
@@ -219,4 +240,33 @@ UP_SENT = [f"MAIL FROM:<{LOGIN}@example.org>", "RCPT TO:<bob@example.net>", "DAT
                  [UPSTREAM_HELLO + ["QUIT"], UPSTREAM_HELLO + UP_SENT], id="open-rcpthdr-transaction-is-not-kept"),
 ])
 def test_which_client_sessions_leave_their_mta_session_kept(first, want):
-    assert asyncio.run(client_sessions([first, SENT + ["QUIT"]])) == want
+    connections, _ = asyncio.run(client_sessions([first, SENT + ["QUIT"]]))
+    assert connections == want
+
+
+RCPTHDR_SENT = ["EHLO me", f"MAIL FROM:<{LOGIN}> RCPTHDR", "DATA", "To: bob@example.net", "Subject: s", "", "x", ".",
+                "QUIT"]
+MAIL_UP = UP_SENT[0]
+
+
+@pytest.mark.parametrize("second,answers,want_second_connection", [
+    pytest.param(SENT + ["QUIT"], {"MAIL": "421 4.4.2 mx Error: timeout exceeded"}, [MAIL_UP],
+                 id="timed-out-421"),
+    pytest.param(SENT + ["QUIT"], {"MAIL": "451 4.7.1 Service unavailable - try again later"}, [MAIL_UP],
+                 id="milter-connection-dead-451"),
+    pytest.param(SENT + ["QUIT"], {"MAIL": None}, [MAIL_UP], id="closed"),
+    pytest.param(RCPTHDR_SENT, {"MAIL": "421 4.4.2 mx Error: timeout exceeded"}, [MAIL_UP], id="rcpthdr-replay"),
+])
+def test_kept_session_that_fails_its_first_command_is_replaced(second, answers, want_second_connection):
+    """The client never hears of it: MAIL goes again on a new MTA session."""
+    connections, replies = asyncio.run(client_sessions([SENT + ["QUIT"], second], breaks={1: (0, answers)}))
+    assert connections[0] == UPSTREAM_HELLO + UP_SENT + want_second_connection
+    assert connections[1] == UPSTREAM_HELLO + UP_SENT
+    assert replies[1][-2:] == ["250 2.0.0 Ok: queued as FAKE1", "221 2.0.0 Bye"]
+
+
+def test_new_session_refusing_mail_is_relayed_not_retried():
+    connections, replies = asyncio.run(client_sessions(
+        [SENT + ["QUIT"]], breaks={0: (0, {"MAIL": "451 4.7.1 Service unavailable - try again later"})}))
+    assert connections == [UPSTREAM_HELLO + [MAIL_UP, "QUIT"]]
+    assert replies[0][2] == "451 4.7.1 Service unavailable - try again later"

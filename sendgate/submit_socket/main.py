@@ -24,8 +24,10 @@ DESCRIPTION
     login takes it as it is; another login's takes it after a new XCLIENT
     LOGIN=, which restarts the MTA's session.  A session carries at most
     submit_upstream_reuse_count_limit messages and is not reused after
-    submit_upstream_reuse_time_limit seconds.  With Sendmail (header) the
-    login travels in each message, so any client may take it.
+    submit_upstream_reuse_time_limit seconds.  A kept session whose first
+    MAIL fails (closed, 4xx) is replaced by a new one for that MAIL.  With
+    Sendmail (header) the login travels in each message, so any client may
+    take it.
 
     Under systemd socket activation (LISTEN_FDS=1) it serves the socket it
     is given instead of binding submit_socket.

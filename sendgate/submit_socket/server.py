@@ -515,7 +515,7 @@ class SubmitSMTP(SMTP):
             await self.reply(replies.R250_RCPTHDR)
             return
         try:
-            reply = await s.upstream.command(" ".join([f"MAIL FROM:<{sender}>", *params]))
+            reply = await self.mail_upstream(" ".join([f"MAIL FROM:<{sender}>", *params]))
         except UpstreamError as err:
             await self.upstream_lost(err)
             return
@@ -523,6 +523,30 @@ class SubmitSMTP(SMTP):
             s.txn = txn
             self.envelope.mail_from = sender
         await self.push(str(reply))
+
+    async def mail_upstream(self, line: str) -> Reply:
+        """MAIL to the MTA.  The first command on a kept MTA session is where
+        a session the MTA dropped while it waited shows (closed, a 421 for
+        its idle timeout, a 4xx from a milter connection that died with its
+        milter): then MAIL goes once more, on a new session, before the
+        client hears anything.  Raises UpstreamError."""
+        s = self.s
+        up = s.upstream
+        if not up.untried:
+            return await up.command(line)
+        up.untried = False
+        try:
+            reply = await up.command(line)
+            if reply.code < 400:
+                return reply
+            why = quote(str(reply))
+        except UpstreamError as err:
+            why = str(err)
+        log.info("%s: uid=%d login=%s: kept MTA session failed (%s); trying a new one", s.sid, s.uid, s.login, why)
+        up.close()
+        s.upstream = await self.registry.upstreams.open(self.settings.route, s.login)
+        self.registry.metrics.upstream_session("new")
+        return await s.upstream.command(line)
 
     def _check_mail_params(self, params: list[str]) -> Reply | None:
         for p in params:
@@ -640,14 +664,13 @@ class SubmitSMTP(SMTP):
 
     async def _deliver(self, txn: Transaction, content: bytes):
         """Send the message upstream; return (reply, recipient count, content sent)."""
-        up = self.s.upstream
         header, _ = split_message(content)
         problem = header_problem(header)
         if problem is None and b"\x00" in content:
             problem = replies.R554_NUL_IN_MESSAGE  # RFC 5322 §2.3; MTAs mangle it
         if problem is not None:
             if not txn.rcpthdr:
-                await up.command("RSET")  # the MTA's transaction was already open
+                await self.s.upstream.command("RSET")  # the MTA's transaction was already open
             return problem, len(txn.recipients), content
         if txn.rcpthdr:
             try:
@@ -666,7 +689,7 @@ class SubmitSMTP(SMTP):
         if self.settings.protocol == "header":
             content = with_identity_field(content, self.s.login)
         started = self.loop.time()
-        reply = await up.transfer(content)
+        reply = await self.s.upstream.transfer(content)  # replaced, maybe, by mail_upstream()
         self.registry.metrics.upstream_time(self.loop.time() - started)
         return reply, nrcpt, content
 
@@ -674,10 +697,10 @@ class SubmitSMTP(SMTP):
         """MAIL and one RCPT per recipient for an RCPTHDR transaction.  The
         client never saw per-recipient replies, so one refused recipient
         fails the whole message: 5xx as 554, 4xx as 451 (DESIGN.md §6.7)."""
-        up = self.s.upstream
-        reply = await up.command(" ".join([f"MAIL FROM:<{txn.sender}>", *txn.params]))
+        reply = await self.mail_upstream(" ".join([f"MAIL FROM:<{txn.sender}>", *txn.params]))
         if not reply.ok:
             return reply
+        up = self.s.upstream
         params = dict(zip(txn.recipients, txn.rcpt_params))
         for rcpt in recipients:
             reply = await up.command(" ".join([f"RCPT TO:<{rcpt}>", *params.get(rcpt, [])]))

@@ -117,6 +117,9 @@ class Upstream:
         # (Postfix counts errors per session and slows down after ten).
         self._pending = False
         self._spoiled = False
+        # Kept and given as it is: its first command may find that the MTA
+        # dropped it while it waited (SubmitSMTP.mail_upstream retries).
+        self.untried = False
 
     @classmethod
     async def connect(cls, path: str, timeout: float) -> "Upstream":
@@ -344,6 +347,7 @@ class UpstreamPool:
         if up is not None:
             up.generation = self.generation
             if route.protocol != "xclient" or up.login == login:
+                up.untried = True
                 return up, "kept"
             try:
                 if await up.xclient(route.helo, login) is None:
@@ -354,6 +358,10 @@ class UpstreamPool:
                 up.close()
                 raise
             up.close()  # a fresh session will say whether the MTA is ill
+        return await self.open(route, login), "new"
+
+    async def open(self, route: Route, login: str) -> Upstream:
+        """A new MTA session for login (not from the pool)."""
         up = await Upstream.connect(route.path, route.timeout)
         try:
             refusal = await up.handshake(route.helo, login, route.protocol)
@@ -365,7 +373,7 @@ class UpstreamPool:
             raise UpstreamRefused(refusal)
         up.route, up.generation = route.key, self.generation
         up.opened = asyncio.get_running_loop().time()
-        return up, "new"
+        return up
 
     def _take(self, route: Route, login: str) -> Upstream | None:
         self._prune()
