@@ -15,15 +15,14 @@ import re
 import socket
 from dataclasses import dataclass
 
-from sendgate.wiredata import crlf_lines, data_pieces, xtext
+# Message data goes upstream dot-stuffed in pieces of PIECE_SIZE bytes or so;
+# a message of one piece may go as BDAT.
+from sendgate.wiredata import PIECE_SIZE, crlf_lines, data_pieces, xtext
 
 MAX_REPLY_LINE = 4096
 # A message that starts with a header field (RFC 5322 field name, colon).
 HEADER_FIELD = re.compile(rb"[!-9;-~]+:")
 MAX_REPLY_LINES = 100
-# Message data goes upstream dot-stuffed in pieces of about this many bytes
-# (wiredata.data_pieces); a message of one piece may go as BDAT.
-PIECE_SIZE = 1 << 16
 
 
 async def _connect_unix(path: str) -> socket.socket:
@@ -109,7 +108,7 @@ class Upstream:
         # route it was opened on, messages it has carried, when it was opened
         # and until when it may wait unused.
         self.login: str | None = None
-        self.route: tuple[str, str, str] = ("", "", "")
+        self.route: Route | None = None
         self.messages = self.generation = 0
         self.opened = self.expires = 0.0
         # Reusable only while every exchange has finished with a reply below
@@ -294,15 +293,12 @@ class UpstreamRefused(UpstreamError):
 
 @dataclass(frozen=True)
 class Route:
-    """Where and how MTA sessions are opened: one client session's settings."""
+    """Where and how MTA sessions are opened: one client session's settings.
+    A kept session goes only to a session of an equal route."""
     path: str
     timeout: float
     helo: str
     protocol: str = "xclient"
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return self.path, self.protocol, self.helo
 
 
 @dataclass(frozen=True)
@@ -371,7 +367,7 @@ class UpstreamPool:
         if refusal is not None:
             up.close()
             raise UpstreamRefused(refusal)
-        up.route, up.generation = route.key, self.generation
+        up.route, up.generation = route, self.generation
         up.opened = asyncio.get_running_loop().time()
         return up
 
@@ -380,7 +376,7 @@ class UpstreamPool:
         choice = None
         for i in range(len(self.idle) - 1, -1, -1):
             up = self.idle[i]
-            if up.route != route.key:
+            if up.route != route:
                 continue
             if up.login == login or route.protocol != "xclient":
                 choice = i
