@@ -15,7 +15,7 @@ import pytest
 
 from conftest import clear_dead_letter, DOMAIN, delivered, need, program, run_as, sendmail, unique_marker
 from sendgate.sendmail_shim.deadletter import format_entry, parse_entry, split_entries
-from sendgate.sendmail_shim.main import Envelope
+from sendgate.sendmail_shim.client import Envelope
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sendgate import config
-from sendgate.sendmail_shim.main import (DELEGATED, Failure, cut_at_dot, parse_args, split_recipients, status_for,
-                                         with_from)
+from sendgate.sendmail_shim.client import Failure, status_for
+from sendgate.sendmail_shim.main import cut_at_dot, with_from
+from sendgate.sendmail_shim.modes import DELEGATED
+from sendgate.sendmail_shim.options import parse_args, split_recipients
 
 
 def parsed(argv):

@@ -37,8 +37,8 @@ import pwd
 import sys
 import time
 
-from sendgate.sendmail_shim.main import (EX_NOINPUT, EX_OK, Envelope, Failure, read_settings, send,
-                                         socket_path)
+from sendgate.sendmail_shim.client import (EX_NOINPUT, EX_OK, Envelope, Failure, read_settings, send,
+                                           socket_path)
 
 FIELDS = ("X-Sendgate-Envelope-From", "X-Sendgate-Envelope-To", "X-Sendgate-Extract",
           "X-Sendgate-Mail-Parameters", "X-Sendgate-Rcpt-Parameters")
