@@ -4,7 +4,8 @@ benchmarks compare against.
 On top of the ordinary stack (Postfix with the sendgate milter on its
 `sendgate` XCLIENT service, the stack's own submit daemon) it adds:
 
-  * two more XCLIENT smtpd services in master.cf (postconf -M, postfix reload):
+  * two more XCLIENT smtpd services in master.cf (postconf -M and -P,
+    postfix reload), from the same definition (sendgate/postfix.py):
       bnull  the same service with bench/null_milter.py instead of sendgate-milter
       bnone  the same service with no milter at all (-o smtpd_milters=)
     and one plain smtpd service with the stack's sendgate-milter:
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from sendgate import config
+from sendgate.postfix import sendgate_service
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -186,14 +188,14 @@ def _configure_postfix(stack: BenchStack) -> None:
     postconf = ["postconf", "-c", stack.postfix_config]
     _run(postconf + ["-e", f"message_size_limit={SIZE_LIMIT + 1024 * 1024}",
                      "virtual_transport=discard", "in_flow_delay=0", "default_process_limit=1000"])
+    daemon_name = config.load(stack.facts["config"]).milter_local_daemon_name
     for name, milter in SERVICES.items():
         if milter is None:
             continue
         milters = f"unix:{stack.path('run', 'null', 'null.sock')}" if milter else ""
-        _run(postconf + ["-M", f"{name}/unix={name} unix n - n - - smtpd "
-                         "-o smtpd_authorized_xclient_hosts=127.0.0.1 "
-                         "-o milter_macro_daemon_name=sendgate-local "
-                         f"-o smtpd_milters={milters} -o syslog_name=postfix/{name}"])
+        service = sendgate_service(name, daemon_name, milters)
+        _run(postconf + ["-M", f"{service.key}={service.entry()}"])
+        _run(postconf + ["-P", *service.postconf_parameters()])
     _run(postconf + ["-M", f"{DIRECT_SENDGATE}/unix={DIRECT_SENDGATE} unix n - n - - smtpd "
                      f"-o syslog_name=postfix/{DIRECT_SENDGATE}"])
 

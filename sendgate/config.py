@@ -1,8 +1,10 @@
 """The configuration schema and loader: one YAML file, every key declared once.
 
-Each key is declared below with its type, default and a one-line meaning;
-the reference table in docs/configuration.md is generated from this list
-(``sendgate config-doc``), and tests fail when the two differ.  Unknown keys
+Each key is declared below, once, with its type, default, a one-line
+meaning and the programs that read it; the reference table in
+docs/configuration.md (``sendgate config-doc``) and the CONFIGURATION
+section of each program's manual page (sendgate/admin/manpages.py) are
+generated from this list, and tests fail when they differ.  Unknown keys
 and bad values are fatal: ConfigError names the file, the line and the key,
 and every program that reads the file exits 78 (EX_CONFIG) on it.
 
@@ -122,6 +124,16 @@ def _login_map(value: Any) -> dict[str, tuple[str, ...]]:
     return out
 
 
+# The programs that read sendgate.yaml, by the names Key.programs uses,
+# and the command each one is.
+PROGRAMS = {
+    "submitd": "sendgate-submitd",
+    "milter": "sendgate-milter",
+    "sendmail": "sendgate-sendmail",
+    "admin": "sendgate",
+}
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -129,64 +141,71 @@ class Key:
     default: Any
     doc: str
     type_doc: str
+    programs: tuple[str, ...]   # of PROGRAMS: the programs that act on this key
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the reference and the manual pages print it."""
+        default = format(self.default, "04o") if self.check is _mode else self.default
+        return "(empty)" if default in ("", (), {}) else str(default)
 
 
 SCHEMA: tuple[Key, ...] = (
-    Key("myhostname", _str, "", "Host name used in greetings and Message-IDs; empty means the system's host name.", "string"),
-    Key("myorigin", _str, "", "Domain appended to unqualified addresses and used for a local user's address; empty means myhostname.", "string"),
-    Key("submit_socket", _path, "/run/sendgate/submit.sock", "Unix socket where sendgate-submitd listens and the sendmail command connects.", "path"),
-    Key("submit_socket_mode", _mode, 0o666, "File mode of submit_socket; 0666 lets every local user submit.", "octal mode"),
-    Key("submit_socket_group", _str, "", "Group of submit_socket; empty keeps the group of the user that starts the daemon.", "group"),
-    Key("submit_user", _str, "sendgate", "Account sendgate-submitd runs as after binding its socket; its groups must reach submit_upstream.", "login"),
-    Key("submit_upstream", _socket_spec, "unix:/var/spool/postfix/public/sendgate", "The MTA's dedicated submission service, reachable only by submit_user.", "unix:path"),
-    Key("postfix_config_directory", _path, "/etc/postfix", "Postfix's configuration directory, for `sendgate status` and `check-config`.", "path"),
-    Key("submit_upstream_protocol", _enum("xclient", "header"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=) or header (Sendmail: an X-Sendgate-Login: field the milter trusts only on milter_local_daemon_name).", "xclient | header"),
-    Key("submit_upstream_timeout", _positive_int, 300, "Seconds to wait for each reply of the MTA (end of data included).", "seconds"),
-    Key("submit_upstream_cache_size", _count, 16, "Most MTA sessions kept open, unused, for the next clients (the MTA holds a process for each); 0: one new MTA session per client session.", "count"),
-    Key("submit_upstream_cache_time_limit", _positive_int, 5, "Seconds an unused MTA session is kept; keep it below the MTA's idle timeout (Postfix: smtpd_timeout, 10s under stress).", "seconds"),
-    Key("submit_upstream_reuse_count_limit", _positive_int, 100, "Most messages one MTA session carries before it is closed.", "count"),
-    Key("submit_upstream_reuse_time_limit", _positive_int, 300, "Seconds after which an MTA session is no longer reused.", "seconds"),
-    Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds"),
-    Key("submit_message_size_limit", _positive_int, 10240000, "Largest message accepted, in bytes; SIZE advertises the smaller of this and the MTA's.", "bytes"),
-    Key("submit_recipient_limit", _positive_int, 1000, "Most recipients in one message, from RCPT and from the header together.", "count"),
-    Key("submit_allow_users", _str_list, (), "Logins that may submit; empty (with submit_allow_groups empty) means every user.", "list of logins"),
-    Key("submit_allow_groups", _str_list, (), "Groups whose members may submit (from the user database).", "list of groups"),
-    Key("submit_deny_users", _str_list, ("nobody",), "Logins that may never submit, whatever the allow lists say.", "list of logins"),
-    Key("submit_deny_groups", _str_list, (), "Groups whose members may never submit.", "list of groups"),
-    Key("submit_sessions_per_uid", _positive_int, 100, "Most sessions one uid may have open at once.", "count"),
-    Key("submit_session_limit", _positive_int, 500, "Most sessions open at once, all users together.", "count"),
-    Key("submit_message_rate_limit", _count, 0, "Most messages one uid may submit per submit_rate_window; 0 means no limit.", "count"),
-    Key("submit_rate_window", _positive_int, 60, "The window of submit_message_rate_limit.", "seconds"),
-    Key("submit_command_length_limit", _positive_int, 2048, "Longest SMTP command line accepted, in bytes.", "bytes"),
-    Key("submit_session_timeout", _positive_int, 3600, "Longest a session may last, however busy.", "seconds"),
-    Key("submit_shutdown_timeout", _positive_int, 30, "On SIGTERM, how long sessions in the middle of a message may take to finish.", "seconds"),
-    Key("submit_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-submitd here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT"),
-    Key("milter_socket", _socket_spec, "unix:/run/sendgate/milter.sock", "Unix socket where sendgate-milter listens for the MTA.", "unix:path"),
-    Key("milter_socket_group", _str, "postfix", "Group given access to milter_socket (the MTA's account).", "group"),
-    Key("milter_user", _str, "sendgate", "Account sendgate-milter runs as.", "login"),
-    Key("milter_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-milter here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT"),
-    Key("milter_local_daemon_name", _str, "sendgate-local", "The {daemon_name} of the MTA service fed by sendgate-submitd.", "string"),
-    Key("fixup_date", _bool, True, "Add Date: to submitted mail that has none (Resent-Date: when resent).", "boolean"),
-    Key("fixup_message_id", _bool, True, "Add Message-ID: to submitted mail that has none (Resent-Message-ID: when resent).", "boolean"),
-    Key("fixup_from", _bool, True, "Add From: with the user's address to submitted mail that has none.", "boolean"),
-    Key("fixup_sender", _bool, True, "Add Sender: when the user is not the single From: mailbox, replacing a Sender: that is not the user.", "boolean"),
-    Key("fixup_qualify", _bool, True, "Append @myorigin to addresses without a domain in From:, To:, Cc:, Sender:, Reply-To: and their Resent- forms.", "boolean"),
-    Key("fixup_bcc", _bool, True, "Remove Bcc: (Resent-Bcc: of the newest block when resent) from submitted mail.", "boolean"),
-    Key("sender_login_maps", _login_map, {}, "Addresses each login may send as (exact, *@domain, login+*@domain); a login not listed may use login@myorigin.", "login: [address, ...]"),
-    Key("sender_trusted_users", _str_list, (), "Logins that may use any envelope sender and any From:.", "list of logins"),
-    Key("sender_mismatch_action", _enum("reject", "rewrite", "sender"), "reject", "An envelope sender the user does not own: reject it (553), rewrite it to the user's address, or accept it and name the user in Sender:.", "reject | rewrite | sender"),
-    Key("from_mismatch_action", _enum("sender", "reject"), "sender", "A From: mailbox the user does not own: accept and add Sender: (RFC 6409 §8.1), or reject the message (550).", "sender | reject"),
-    Key("sender_allow_null", _bool, True, "Whether users may submit with the null envelope sender <> (bounces, vacation replies).", "boolean"),
-    Key("rate_window", _positive_int, 3600, "Length of the rate-limit window in seconds; counters start again at zero in each window.", "seconds"),
-    Key("rate_message_limit", _count, 1000, "Most messages one authenticated user may send per rate_window, over all paths; 0 means no limit.", "count"),
-    Key("rate_recipient_limit", _count, 5000, "Most recipients, summed over messages, one authenticated user may send to per rate_window; 0 means no limit.", "count"),
-    Key("rate_store", _enum("memory", "redis"), "memory", "Where sendgate-milter keeps the rate counters: memory (this process) or redis (shared by several milters).", "memory | redis"),
-    Key("rate_redis_url", _redis_url, "redis://127.0.0.1:6379/0", "The Redis server for rate_store: redis, with unix:///path for a unix socket.", "URL"),
-    Key("sendmail_mailq_command", _str, "postqueue -p", "What `mailq` and `sendmail -bp` run: a program and its arguments, split on spaces.", "command"),
-    Key("sendmail_newaliases_command", _str, "newaliases", "What `newaliases`, `sendmail -bi` and `-I` run; when it is the sendmail command itself, the MTA's sendmail kept by install-shim runs with -bi.", "command"),
-    Key("sendmail_flush_command", _str, "postqueue -f", "What `sendmail -q` runs to deliver the queued mail now.", "command"),
-    Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr"),
-    Key("syslog_socket", _path, "/dev/log", "The syslog daemon's socket, for log_destination: syslog.", "path"),
+    Key("myhostname", _str, "", "Host name used in greetings and Message-IDs; empty means the system's host name.", "string", ("submitd", "milter", "sendmail")),
+    Key("myorigin", _str, "", "Domain appended to unqualified addresses and used for a local user's address; empty means myhostname.", "string", ("submitd", "milter", "sendmail")),
+    Key("submit_socket", _path, "/run/sendgate/submit.sock", "Unix socket where sendgate-submitd listens and the sendmail command connects.", "path", ("submitd", "sendmail", "admin")),
+    Key("submit_socket_mode", _mode, 0o666, "File mode of submit_socket; 0666 lets every local user submit.", "octal mode", ("submitd", "admin")),
+    Key("submit_socket_group", _str, "", "Group of submit_socket; empty keeps the group of the user that starts the daemon.", "group", ("submitd",)),
+    Key("submit_user", _str, "sendgate", "Account sendgate-submitd runs as after binding its socket; its groups must reach submit_upstream.", "login", ("submitd",)),
+    Key("submit_upstream", _socket_spec, "unix:/var/spool/postfix/public/sendgate", "The MTA's dedicated submission service, reachable only by submit_user.", "unix:path", ("submitd", "admin")),
+    Key("postfix_config_directory", _path, "/etc/postfix", "Postfix's configuration directory, for `sendgate status` and `check-config`.", "path", ("admin",)),
+    Key("submit_upstream_protocol", _enum("xclient", "header"), "xclient", "How the login is passed to the MTA: xclient (Postfix XCLIENT LOGIN=) or header (Sendmail: an X-Sendgate-Login: field the milter trusts only on milter_local_daemon_name).", "xclient | header", ("submitd",)),
+    Key("submit_upstream_timeout", _positive_int, 300, "Seconds to wait for each reply of the MTA (end of data included).", "seconds", ("submitd",)),
+    Key("submit_upstream_cache_size", _count, 16, "Most MTA sessions kept open, unused, for the next clients (the MTA holds a process for each); 0: one new MTA session per client session.", "count", ("submitd",)),
+    Key("submit_upstream_cache_time_limit", _positive_int, 5, "Seconds an unused MTA session is kept; keep it below the MTA's idle timeout (Postfix: smtpd_timeout, 10s under stress).", "seconds", ("submitd",)),
+    Key("submit_upstream_reuse_count_limit", _positive_int, 100, "Most messages one MTA session carries before it is closed.", "count", ("submitd",)),
+    Key("submit_upstream_reuse_time_limit", _positive_int, 300, "Seconds after which an MTA session is no longer reused.", "seconds", ("submitd",)),
+    Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds", ("submitd",)),
+    Key("submit_message_size_limit", _positive_int, 10240000, "Largest message accepted, in bytes; SIZE advertises the smaller of this and the MTA's.", "bytes", ("submitd",)),
+    Key("submit_recipient_limit", _positive_int, 1000, "Most recipients in one message, from RCPT and from the header together.", "count", ("submitd",)),
+    Key("submit_allow_users", _str_list, (), "Logins that may submit; empty (with submit_allow_groups empty) means every user.", "list of logins", ("submitd",)),
+    Key("submit_allow_groups", _str_list, (), "Groups whose members may submit (from the user database).", "list of groups", ("submitd",)),
+    Key("submit_deny_users", _str_list, ("nobody",), "Logins that may never submit, whatever the allow lists say.", "list of logins", ("submitd",)),
+    Key("submit_deny_groups", _str_list, (), "Groups whose members may never submit.", "list of groups", ("submitd",)),
+    Key("submit_sessions_per_uid", _positive_int, 100, "Most sessions one uid may have open at once.", "count", ("submitd",)),
+    Key("submit_session_limit", _positive_int, 500, "Most sessions open at once, all users together.", "count", ("submitd",)),
+    Key("submit_message_rate_limit", _count, 0, "Most messages one uid may submit per submit_rate_window; 0 means no limit.", "count", ("submitd",)),
+    Key("submit_rate_window", _positive_int, 60, "The window of submit_message_rate_limit.", "seconds", ("submitd",)),
+    Key("submit_command_length_limit", _positive_int, 2048, "Longest SMTP command line accepted, in bytes.", "bytes", ("submitd",)),
+    Key("submit_session_timeout", _positive_int, 3600, "Longest a session may last, however busy.", "seconds", ("submitd",)),
+    Key("submit_shutdown_timeout", _positive_int, 30, "On SIGTERM, how long sessions in the middle of a message may take to finish.", "seconds", ("submitd",)),
+    Key("submit_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-submitd here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT", ("submitd",)),
+    Key("milter_socket", _socket_spec, "unix:/run/sendgate/milter.sock", "Unix socket where sendgate-milter listens for the MTA.", "unix:path", ("milter", "admin")),
+    Key("milter_socket_group", _str, "postfix", "Group given access to milter_socket (the MTA's account).", "group", ("milter", "admin")),
+    Key("milter_user", _str, "sendgate", "Account sendgate-milter runs as.", "login", ("milter",)),
+    Key("milter_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-milter here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT", ("milter",)),
+    Key("milter_local_daemon_name", _str, "sendgate-local", "The {daemon_name} of the MTA service fed by sendgate-submitd.", "string", ("milter", "admin")),
+    Key("fixup_date", _bool, True, "Add Date: to submitted mail that has none (Resent-Date: when resent).", "boolean", ("milter",)),
+    Key("fixup_message_id", _bool, True, "Add Message-ID: to submitted mail that has none (Resent-Message-ID: when resent).", "boolean", ("milter",)),
+    Key("fixup_from", _bool, True, "Add From: with the user's address to submitted mail that has none.", "boolean", ("milter",)),
+    Key("fixup_sender", _bool, True, "Add Sender: when the user is not the single From: mailbox, replacing a Sender: that is not the user.", "boolean", ("milter",)),
+    Key("fixup_qualify", _bool, True, "Append @myorigin to addresses without a domain in From:, To:, Cc:, Sender:, Reply-To: and their Resent- forms.", "boolean", ("milter",)),
+    Key("fixup_bcc", _bool, True, "Remove Bcc: (Resent-Bcc: of the newest block when resent) from submitted mail.", "boolean", ("milter",)),
+    Key("sender_login_maps", _login_map, {}, "Addresses each login may send as (exact, *@domain, login+*@domain); a login not listed may use login@myorigin.", "login: [address, ...]", ("submitd", "milter")),
+    Key("sender_trusted_users", _str_list, (), "Logins that may use any envelope sender and any From:.", "list of logins", ("submitd", "milter")),
+    Key("sender_mismatch_action", _enum("reject", "rewrite", "sender"), "reject", "An envelope sender the user does not own: reject it (553), rewrite it to the user's address, or accept it and name the user in Sender:.", "reject | rewrite | sender", ("submitd", "milter")),
+    Key("from_mismatch_action", _enum("sender", "reject"), "sender", "A From: mailbox the user does not own: accept and add Sender: (RFC 6409 §8.1), or reject the message (550).", "sender | reject", ("milter",)),
+    Key("sender_allow_null", _bool, True, "Whether users may submit with the null envelope sender <> (bounces, vacation replies).", "boolean", ("submitd", "milter")),
+    Key("rate_window", _positive_int, 3600, "Length of the rate-limit window in seconds; counters start again at zero in each window.", "seconds", ("milter",)),
+    Key("rate_message_limit", _count, 1000, "Most messages one authenticated user may send per rate_window, over all paths; 0 means no limit.", "count", ("milter",)),
+    Key("rate_recipient_limit", _count, 5000, "Most recipients, summed over messages, one authenticated user may send to per rate_window; 0 means no limit.", "count", ("milter",)),
+    Key("rate_store", _enum("memory", "redis"), "memory", "Where sendgate-milter keeps the rate counters: memory (this process) or redis (shared by several milters).", "memory | redis", ("milter",)),
+    Key("rate_redis_url", _redis_url, "redis://127.0.0.1:6379/0", "The Redis server for rate_store: redis, with unix:///path for a unix socket.", "URL", ("milter",)),
+    Key("sendmail_mailq_command", _str, "postqueue -p", "What `mailq` and `sendmail -bp` run: a program and its arguments, split on spaces.", "command", ("sendmail",)),
+    Key("sendmail_newaliases_command", _str, "newaliases", "What `newaliases`, `sendmail -bi` and `-I` run; when it is the sendmail command itself, the MTA's sendmail kept by install-shim runs with -bi.", "command", ("sendmail",)),
+    Key("sendmail_flush_command", _str, "postqueue -f", "What `sendmail -q` runs to deliver the queued mail now.", "command", ("sendmail",)),
+    Key("log_destination", _enum("syslog", "stderr"), "syslog", "Where the daemons log: syslog (facility mail) or stderr (for journald or a log file).", "syslog | stderr", ("submitd", "milter")),
+    Key("syslog_socket", _path, "/dev/log", "The syslog daemon's socket, for log_destination: syslog.", "path", ("submitd", "milter")),
 )
 
 KEYS = {k.name: k for k in SCHEMA}
@@ -237,6 +256,11 @@ class Config:
 
 def defaults() -> dict:
     return {k.name: k.default for k in SCHEMA}
+
+
+def keys_of(program: str) -> tuple[Key, ...]:
+    """The keys one program of PROGRAMS reads, in schema order."""
+    return tuple(k for k in SCHEMA if program in k.programs)
 
 
 def parse(text: str, path: str) -> Config:
@@ -301,11 +325,9 @@ def reference_markdown() -> str:
     """The configuration reference, generated from SCHEMA."""
     out = ["# sendgate.yaml reference", "",
            "Generated from `sendgate/config.py` by `sendgate config-doc`; do not edit by hand.", "",
-           "| key | type | default | meaning |", "|---|---|---|---|"]
+           "| key | type | default | read by | meaning |", "|---|---|---|---|---|"]
     for key in SCHEMA:
-        default = key.default
-        if key.check is _mode:
-            default = format(default, "04o")
-        shown = "(empty)" if default in ("", (), {}) else f"`{default}`"
-        out.append(f"| `{key.name}` | {key.type_doc} | {shown} | {key.doc} |")
+        shown = key.shown_default if key.shown_default == "(empty)" else f"`{key.shown_default}`"
+        readers = ", ".join(PROGRAMS[p] for p in key.programs)
+        out.append(f"| `{key.name}` | {key.type_doc} | {shown} | {readers} | {key.doc} |")
     return "\n".join(out) + "\n"

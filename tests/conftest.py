@@ -7,6 +7,10 @@ runs them once on Postfix and once on Sendmail; tests of one MTA's own
 mechanism use `postfix_stack` or `sendmail_stack`.  Without root or Postfix
 they are skipped, except under CI=true, where that is a failure: CI must
 exercise the real MTAs.  The Sendmail stack fetches Sendmail itself.
+
+Every test that uses a stack fixture or needs root is marked `mta`
+(pytest_collection_modifyitems below), so that `pytest -m "not mta"` runs
+the pure suite: no MTA, no daemon, no test user.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 
 import pytest
@@ -53,6 +58,58 @@ def pytest_sessionstart(session):
     if installed != CHECKOUT / "sendgate" and _digest(installed) != _digest(CHECKOUT / "sendgate"):
         pytest.exit(f"the installed sendgate ({installed}) differs from this checkout: "
                     "run scripts/test, which reinstalls it", returncode=3)
+
+
+# The fixtures that start an MTA stack; pytest's item.fixturenames also
+# holds every fixture these are reached through.
+STACK_FIXTURES = frozenset({"stacks", "stack", "postfix_stack", "sendmail_stack"})
+# How a test says it needs root: need(os.geteuid() == 0, ...), in the test,
+# a fixture, or a helper of tests/ they call (start_stack, run_as, ...).
+ROOT_CHECK = "geteuid"
+TESTS = pathlib.Path(__file__).resolve().parent
+
+
+def _of_tests(thing) -> bool:
+    path = getattr(getattr(thing, "__code__", None), "co_filename", None) or getattr(thing, "__file__", None)
+    return path is not None and pathlib.Path(path).resolve().is_relative_to(TESTS)
+
+
+def _checks_root(code: types.CodeType, namespace: dict, seen: set) -> bool:
+    """Whether code, its nested functions or a function of tests/ that it
+    names (directly, as module.name or as a class's method) checks for root."""
+    if code in seen:
+        return False
+    seen.add(code)
+    if ROOT_CHECK in code.co_names:
+        return True
+    nested = [(c, namespace) for c in code.co_consts if isinstance(c, types.CodeType)]
+    for name in code.co_names:
+        value = namespace.get(name)
+        if isinstance(value, types.ModuleType) and _of_tests(value):
+            called = [getattr(value, attribute, None) for attribute in code.co_names]
+        elif isinstance(value, type) and _of_tests(sys.modules.get(value.__module__)):
+            called = list(vars(value).values())
+        else:
+            called = [value]
+        nested += [(f.__code__, f.__globals__) for f in called if isinstance(f, types.FunctionType) and _of_tests(f)]
+    return any(_checks_root(c, ns, seen) for c, ns in nested)
+
+
+def needs_mta(item) -> bool:
+    if STACK_FIXTURES & set(item.fixturenames):
+        return True
+    functions = [getattr(item, "function", None)]
+    for defs in item._fixtureinfo.name2fixturedefs.values():
+        functions += [getattr(d.func, "__wrapped__", d.func) for d in defs]
+    seen: set = set()
+    return any(_checks_root(f.__code__, f.__globals__, seen)
+               for f in functions if isinstance(f, types.FunctionType))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if needs_mta(item):
+            item.add_marker(pytest.mark.mta)
 
 
 def need(condition: bool, why: str) -> None:
@@ -115,10 +172,6 @@ class Stack:
     @property
     def milter_socket(self) -> str:
         return str(self.dir / "run/milter/milter.sock")
-
-    @property
-    def milter_log(self) -> pathlib.Path:
-        return pathlib.Path(self.facts["milter_log"])
 
     def env(self) -> dict[str, str]:
         return {"SENDGATE_CONFIG": self.config, "PATH": "/usr/bin:/bin"}
@@ -242,6 +295,7 @@ def submit_smtp(stack: Stack, user: str | None, sender: str, recipients: list[st
 def run_as(user: str, argv: list[str], stdin: bytes = b"", env: dict | None = None,
            timeout: float = 60) -> subprocess.CompletedProcess:
     """Run argv as user, with a clean environment plus env."""
+    need(os.geteuid() == 0, f"runs programs as the test user {user}")
     entry = pwd.getpwnam(user)
     environment = {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user, "PATH": "/usr/bin:/bin"}
     environment.update(env or {})
@@ -359,14 +413,16 @@ def unique_marker(request) -> str:
     return "m" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
 
 
+# What the submit daemon logs when a SIGHUP was handled, either way
+# (sendgate/submit_socket/main.py, Service.reload).
+RELOADED = re.compile(r": (reloaded |error: reload failed, )")
+
+
 def hup_submitd(stack) -> None:
-    """SIGHUP to the stack's submit daemon; wait until it logged the reload."""
-    pid = int((stack.dir / "run/submitd.pid").read_text())
-    os.kill(pid, signal.SIGHUP)
+    """SIGHUP to the stack's submit daemon; return once it has logged the
+    reload this signal caused (a line after the log's end at the signal)."""
     log = stack.dir / "log/submitd.log"
-    deadline = time.monotonic() + 10
-    size = log.stat().st_size
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if "reload" in log.read_text()[size - 200 if size > 200 else 0:]:
-            return
+    offset = log.stat().st_size
+    os.kill(int((stack.dir / "run/submitd.pid").read_text()), signal.SIGHUP)
+    text = log_text(log, RELOADED, offset, timeout=10)
+    assert RELOADED.search(text), f"no reload logged in {log} after SIGHUP:\n{text}"

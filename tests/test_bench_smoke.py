@@ -13,8 +13,6 @@ import pytest
 
 from conftest import CHECKOUT, need
 
-pytestmark = pytest.mark.postfix
-
 
 def test_bench_quick_runs_every_part(tmp_path):
     need(os.geteuid() == 0, "the bench starts a private Postfix stack as root")

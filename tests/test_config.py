@@ -62,7 +62,7 @@ def test_render_round_trips():
 def test_check_config_command(tmp_path, text, status, stderr):
     path = tmp_path / "sendgate.yaml"
     path.write_text(text)
-    result = subprocess.run([sys.executable, "-m", "sendgate.cli", "check-config", "--no-mta", str(path)],
+    result = subprocess.run([sys.executable, "-m", "sendgate.admin.cli", "check-config", "--no-mta", str(path)],
                             capture_output=True, text=True)
     assert (result.returncode, result.stderr) == (status, stderr.format(path=path))
 
@@ -81,3 +81,18 @@ def test_reference_documentation_is_generated_from_the_schema():
 def test_every_key_is_documented():
     for key in config.SCHEMA:
         assert key.doc.endswith(".") and key.type_doc, key.name
+
+
+def test_every_key_names_the_programs_that_read_it():
+    for key in config.SCHEMA:
+        assert key.programs and set(key.programs) <= set(config.PROGRAMS), key.name
+
+
+def test_the_sendmail_commands_copy_of_the_schema():
+    """The sendmail command reads its keys without the schema (no YAML
+    parser on its send path); its list and defaults must be the schema's."""
+    from sendgate.sendmail_shim import main as shim
+    assert set(shim.SETTINGS) == {k.name for k in config.keys_of("sendmail")}
+    assert shim.DEFAULT_SOCKET == config.KEYS["submit_socket"].default
+    assert {name: default for name, default, _ in shim.DELEGATED.values()} == \
+        {name: config.KEYS[name].default for name, _, _ in shim.DELEGATED.values()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import grp
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import sys
 import pytest
 
 from conftest import need, program
+
+pytestmark = pytest.mark.mta  # every test here runs Postfix's postconf
 
 
 def postconf(root, *args):
@@ -23,6 +24,7 @@ def postconf(root, *args):
 @pytest.fixture
 def host(tmp_path):
     need(shutil.which("postconf") is not None and os.path.exists("/etc/postfix/master.cf"), "Postfix is not installed")
+    need(os.geteuid() == 0, "public/ belongs to group postdrop, as on a real host")
     etc = tmp_path / "etc/postfix"
     etc.mkdir(parents=True)
     shutil.copy("/etc/postfix/master.cf", etc / "master.cf")
@@ -65,6 +67,36 @@ def test_setup_check_and_undo(host):
     assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
     assert not (host / "etc/systemd/system/sendgate-submitd.service").exists()
     assert config.exists()  # the administrator's configuration stays
+
+
+def test_setup_takes_names_from_the_configuration(host):
+    """An administrator's sendgate.yaml is kept, and Postfix gets the
+    service, daemon name and milter socket that file names."""
+    (host / "etc/sendgate").mkdir(parents=True)
+    (host / "etc/sendgate/sendgate.yaml").write_text(
+        "submit_upstream: unix:/var/spool/postfix/public/submitgate\n"
+        "milter_socket: unix:/run/milters/sendgate.sock\nmilter_local_daemon_name: local-submit\n")
+    before_master = postconf(host, "-M")
+    result = setup(host)
+    assert result.returncode == 0, result.stderr
+    assert "postfix: added the submitgate service and the milter (run `postfix reload`)" in result.stdout.splitlines()
+    assert postconf(host, "-h", "smtpd_milters").split() == ["inet:127.0.0.1:8891", "unix:/run/milters/sendgate.sock"]
+    assert postconf(host, "-M", "submitgate/unix").split() == ["submitgate", "unix", "n", "-", "n", "-", "-", "smtpd",
+        "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=local-submit",
+        "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/submitgate"]
+    assert postconf(host, "-M", "sendgate/unix") == ""
+    assert setup(host, "--undo").returncode == 0
+    assert postconf(host, "-M") == before_master
+
+
+def test_setup_with_a_broken_configuration_changes_nothing(host):
+    (host / "etc/sendgate").mkdir(parents=True)
+    (host / "etc/sendgate/sendgate.yaml").write_text("milter_sockt: unix:/x\n")
+    before_main, before_master = postconf(host, "-n"), postconf(host, "-M")
+    result = setup(host)
+    assert (result.returncode, result.stderr) == (
+        78, f"sendgate: {host}/etc/sendgate/sendgate.yaml:1: milter_sockt: unknown key\n")
+    assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
 
 
 def test_setup_without_postfix_configuration_fails_clearly(tmp_path):

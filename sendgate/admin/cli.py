@@ -50,10 +50,13 @@ DESCRIPTION
                   when a problem is found, each on a "problem:" line.
     config-doc    Print the configuration reference (Markdown).
     setup-postfix Wire sendgate into this host's Postfix (or the tree under
-                  --root): /etc/sendgate/sendgate.yaml from the example, the
-                  systemd units, and in Postfix the `sendgate` service and the
-                  milter, failing closed.  --undo takes it out again.  Starts
-                  nothing; see the README's install guide for the rest.
+                  --root): /etc/sendgate/sendgate.yaml from the example (an
+                  existing one is kept), the systemd units, and in Postfix
+                  the submit daemon's service and the milter, failing closed,
+                  as that sendgate.yaml names them (submit_upstream,
+                  milter_socket, milter_local_daemon_name).  --undo takes it
+                  out again.  Starts nothing; see the README's install guide
+                  for the rest.
     man-pages     Write the manual pages, built from each command's --help
                   and from the configuration schema, into DIR.
     resubmit      Send the messages the sendmail command saved in
@@ -139,8 +142,27 @@ def parse_settings(items: list[str]) -> dict:
         key, equals, value = item.partition("=")
         if not equals or not key:
             raise config.ConfigError("--set", None, None, f"expected KEY=VALUE, got {item!r}")
+        if key not in config.KEYS:
+            raise config.ConfigError("--set", None, key, "unknown key")
         settings[key] = yaml.safe_load(value)
     return settings
+
+
+def stack_command(args: argparse.Namespace) -> None:
+    """stack up, adduser, down: the MTA module of --mta builds the stack;
+    down asks each MTA module to stop what it finds of its own."""
+    from sendgate.stack import common, postfix, sendmail
+    if args.action == "up":
+        mta = {"postfix": postfix, "sendmail": sendmail}[args.mta]
+        facts = mta.up(args.dir, domain=args.domain, mail_owner=args.mail_owner,
+                       settings=parse_settings(args.settings))
+        for key, value in facts.items():
+            print(f"{key}={value}")
+    elif args.action == "adduser":
+        postfix.adduser(args.dir, args.login, args.password)  # SASL: the Postfix stack's submission service
+    else:
+        for stopped in common.down(args.dir, postfix.stop_mta, sendmail.stop_mta):
+            print(f"stopped={stopped}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         except config.ConfigError as err:
             print(f"sendgate: {err}", file=sys.stderr)
             return EX_CONFIG
-        from sendgate import status
+        from sendgate.admin import status
         if args.command == "check-config":
             findings = [] if args.no_mta else status.postfix(cfg)
             problems = [f for f in findings if f.problem]
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(config.reference_markdown())
         return 0
     if args.command == "setup-postfix":
-        from sendgate import hostsetup
+        from sendgate.admin import hostsetup
         try:
             if args.undo:
                 steps = hostsetup.undo(args.root)
@@ -177,11 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         except hostsetup.SetupError as err:
             print(f"sendgate: setup-postfix: {err}", file=sys.stderr)
             return 1
+        except config.ConfigError as err:
+            print(f"sendgate: {err}", file=sys.stderr)
+            return EX_CONFIG
         for step in steps:
             print(step)
         return 0
     if args.command == "man-pages":
-        from sendgate import manpages
+        from sendgate.admin import manpages
         for path in manpages.write(args.dir):
             print(path)
         return 0
@@ -189,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         from sendgate.sendmail_shim import deadletter
         return deadletter.command(args.file, args.verbose)
     if args.command in ("install-shim", "uninstall-shim"):
-        from sendgate import install
+        from sendgate.admin import install
         try:
             done = (install.install if args.command == "install-shim" else install.uninstall)(args.root)
         except (install.InstallError, OSError) as err:
@@ -197,19 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("\n".join(done or ["nothing to do"]))
         return 0
-    from sendgate import stack
+    from sendgate.stack.common import StackError
     try:
-        if args.action == "up":
-            facts = stack.up(args.dir, domain=args.domain, mail_owner=args.mail_owner, mta=args.mta,
-                             settings=parse_settings(args.settings))
-            for key, value in facts.items():
-                print(f"{key}={value}")
-        elif args.action == "adduser":
-            stack.adduser(args.dir, args.login, args.password)
-        else:
-            for stopped in stack.down(args.dir):
-                print(f"stopped={stopped}")
-    except stack.StackError as err:
+        stack_command(args)
+    except StackError as err:
         print(f"sendgate: stack {args.action}: {err}", file=sys.stderr)
         return 1
     except config.ConfigError as err:

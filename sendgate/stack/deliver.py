@@ -3,7 +3,7 @@
 Sendmail runs it as the "maildir" mailer of a stack's sendmail.cf, once per
 recipient, as the stack's RunAsUser:
 
-    python -m sendgate.stack_deliver MAILDIR RECIPIENT
+    python -m sendgate.stack.deliver MAILDIR RECIPIENT
 
 It writes the message as Sendmail hands it over (Return-Path: from the
 mailer's P flag, LF line ends) with X-Original-To: and Delivered-To: naming
@@ -51,12 +51,12 @@ def deliver(maildir: str, recipient: str, message: bytes) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m sendgate.stack_deliver MAILDIR RECIPIENT", file=sys.stderr)
+        print("usage: python -m sendgate.stack.deliver MAILDIR RECIPIENT", file=sys.stderr)
         return EX_USAGE
     try:
         deliver(args[0], args[1], sys.stdin.buffer.read())
     except OSError as err:
-        print(f"stack_deliver: {args[0]}: {err.strerror}", file=sys.stderr)
+        print(f"stack.deliver: {args[0]}: {err.strerror}", file=sys.stderr)
         return EX_TEMPFAIL
     return 0
 

@@ -8,10 +8,13 @@ tests:
 1. /etc/sendgate/sendgate.yaml from the example, with myorigin set (kept
    when it exists);
 2. the systemd units into /etc/systemd/system;
-3. Postfix: the `sendgate` smtpd service in master.cf (public/, XCLIENT
-   allowed there alone) and, in main.cf, the milter with
-   milter_default_action = tempfail.  The main.cf values it replaces are
-   saved in /etc/sendgate/postfix-before.conf;
+3. Postfix, as that sendgate.yaml names things: the submit daemon's
+   smtpd service in master.cf (named after submit_upstream, in public/,
+   XCLIENT allowed there alone, milter_local_daemon_name as the milter's
+   daemon name; the entry comes from sendgate/postfix.py) and, in main.cf,
+   milter_socket in smtpd_milters with milter_default_action = tempfail.
+   The main.cf values it replaces are saved in
+   /etc/sendgate/postfix-before.conf;
 4. `--undo` removes the service, restores the saved main.cf values and
    removes the units; the configuration file is left in place.
 
@@ -22,18 +25,14 @@ those steps are the administrator's (see the guide).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+
+from sendgate import config
+from sendgate.postfix import PostconfError, Service, postconf, sendgate_service, service_name
 
 MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
-SERVICE = ("sendgate/unix", "sendgate unix n - n - - smtpd")
-SERVICE_PARAMETERS = {
-    "smtpd_authorized_xclient_hosts": "127.0.0.1",
-    "milter_macro_daemon_name": "sendgate-local",
-    "local_header_rewrite_clients": "",
-    "syslog_name": "postfix/sendgate",
-}
+CONFIG = "/etc/sendgate/sendgate.yaml"
 
 
 class SetupError(Exception):
@@ -45,11 +44,14 @@ def _at(root: str, path: str) -> str:
 
 
 def _postconf(root: str, *args: str) -> str:
-    result = subprocess.run(["postconf", "-c", _at(root, "/etc/postfix"), *args],
-                            capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise SetupError(f"postconf {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
+    try:
+        return postconf(_at(root, "/etc/postfix"), *args)
+    except PostconfError as err:
+        raise SetupError(str(err)) from None
+
+
+def _service(cfg: config.Config) -> Service:
+    return sendgate_service(service_name(cfg.submit_upstream), cfg.milter_local_daemon_name)
 
 
 def _example(name: str) -> str:
@@ -59,17 +61,18 @@ def _example(name: str) -> str:
         return fp.read().replace("/opt/sendgate/venv", sys.prefix)
 
 
-def setup(root: str, domain: str, milter_socket: str = "unix:/run/sendgate/milter.sock") -> list[str]:
+def setup(root: str, domain: str) -> list[str]:
     done = []
     etc = _at(root, "/etc/sendgate")
     os.makedirs(etc, exist_ok=True)
-    config_path = os.path.join(etc, "sendgate.yaml")
+    config_path = _at(root, CONFIG)
     if not os.path.exists(config_path):
         text = _example("sendgate.yaml").replace("example.org", domain)
         with open(config_path, "w", encoding="utf-8") as fp:
             fp.write(text)
         os.chmod(config_path, 0o644)
         done.append(f"wrote {config_path}")
+    cfg = config.load(config_path)
     units = _at(root, "/etc/systemd/system")
     os.makedirs(units, exist_ok=True)
     for unit in UNITS:
@@ -84,21 +87,26 @@ def setup(root: str, domain: str, milter_socket: str = "unix:/run/sendgate/milte
             fp.write("".join(line + "\n" for line in explicit))
         done.append(f"saved the main.cf values it changes in {saved}")
     milters = _postconf(root, "-h", "smtpd_milters").strip()
-    if milter_socket not in milters.replace(",", " ").split():
-        milters = f"{milters} {milter_socket}".strip()
+    if cfg.milter_socket not in milters.replace(",", " ").split():
+        milters = f"{milters} {cfg.milter_socket}".strip()
     _postconf(root, "-e", f"smtpd_milters={milters}", "milter_default_action=tempfail", "milter_protocol=6")
-    _postconf(root, "-M", f"{SERVICE[0]}={SERVICE[1]}")
-    for name, value in SERVICE_PARAMETERS.items():
-        _postconf(root, "-P", f"{SERVICE[0]}/{name}={value}")
-    done.append("postfix: added the sendgate service and the milter (run `postfix reload`)")
+    service = _service(cfg)
+    _postconf(root, "-M", f"{service.key}={service.entry()}")
+    _postconf(root, "-P", *service.postconf_parameters())
+    done.append(f"postfix: added the {service.name} service and the milter (run `postfix reload`)")
     return done
 
 
 def undo(root: str) -> list[str]:
+    """Take out what setup() put in.  The service is the one sendgate.yaml
+    names (the file setup() wrote or kept; the defaults when it is gone)."""
     done = []
-    if _postconf(root, "-M", SERVICE[0]).strip():
-        _postconf(root, "-MX", SERVICE[0])
-        done.append("postfix: removed the sendgate service")
+    config_path = _at(root, CONFIG)
+    cfg = config.load(config_path) if os.path.exists(config_path) else config.parse("", config_path)
+    service = _service(cfg)
+    if _postconf(root, "-M", service.key).strip():
+        _postconf(root, "-MX", service.key)
+        done.append(f"postfix: removed the {service.name} service")
     saved = _at(root, "/etc/sendgate/postfix-before.conf")
     if os.path.exists(saved):
         with open(saved, encoding="utf-8") as fp:

@@ -13,8 +13,9 @@ import os
 import pwd
 import socket
 import stat
-import subprocess
 from dataclasses import dataclass
+
+from sendgate.postfix import PostconfError, greeting, postconf, service_name
 
 
 @dataclass(frozen=True)
@@ -52,19 +53,6 @@ def open_sessions(path: str) -> int:
     return count
 
 
-def _probe(path: str) -> str | None:
-    """The greeting of the SMTP server at path, None when nothing answers."""
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(10)
-            s.connect(path)
-            greeting = s.recv(512).decode(errors="replace").strip()
-            s.sendall(b"QUIT\r\n")
-            return greeting
-    except OSError:
-        return None
-
-
 def submit_daemon(cfg) -> list[Finding]:
     path = cfg.submit_socket
     if not os.path.exists(path):
@@ -74,13 +62,13 @@ def submit_daemon(cfg) -> list[Finding]:
         out.append(Finding(f"submitd: {path} has mode {stat.S_IMODE(os.stat(path).st_mode):04o}, "
                            f"submit_socket_mode says {cfg.submit_socket_mode:04o}", True))
     sessions = open_sessions(path)
-    greeting = _probe(path)
-    if greeting is None:
+    answer = greeting(path)
+    if answer is None:
         out.append(Finding(f"submitd: down: nothing answers on {path}", True))
-    elif greeting.startswith("220 "):
+    elif answer.startswith("220 "):
         out.append(Finding(f"submitd: up, {sessions} session(s) open, the MTA answers"))
     else:
-        out.append(Finding(f"submitd: up, {sessions} session(s) open, but: {greeting}", True))
+        out.append(Finding(f"submitd: up, {sessions} session(s) open, but: {answer}", True))
     return out
 
 
@@ -105,23 +93,19 @@ def milter_daemon(cfg) -> list[Finding]:
     return out
 
 
-def _postconf(directory: str, *args: str) -> str:
-    result = subprocess.run(["postconf", "-c", directory, *args], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "postconf failed")
-    return result.stdout
-
-
 def postfix(cfg) -> list[Finding]:
     """Postfix as configured: the milter attached and failing closed, the
     submit daemon's service in public/ with XCLIENT, XCLIENT nowhere else."""
     directory = cfg.postfix_config_directory
     try:
-        milters, action, xclient, queue = _postconf(
+        milters, action, xclient, queue = postconf(
             directory, "-h", "smtpd_milters", "milter_default_action", "smtpd_authorized_xclient_hosts",
             "queue_directory").splitlines()
-        services = _postconf(directory, "-P")
-    except (RuntimeError, OSError, ValueError) as err:
+        services = postconf(directory, "-P")
+    except PostconfError as err:
+        said = err.said.splitlines()[-1] if err.said else "postconf failed"
+        return [Finding(f"postfix: cannot read the configuration in {directory}: {said}", True)]
+    except (OSError, ValueError) as err:
         return [Finding(f"postfix: cannot read the configuration in {directory}: {err}", True)]
     out = [Finding(f"postfix: {directory}: smtpd_milters = {milters}; milter_default_action = {action}")]
     if cfg.milter_socket not in milters.replace(",", " ").split():
@@ -134,7 +118,7 @@ def postfix(cfg) -> list[Finding]:
         out.append(Finding(f"postfix: smtpd_authorized_xclient_hosts = {xclient} in main.cf: every smtpd "
                            "service trusts XCLIENT; allow it only on the sendgate service", True))
     upstream = cfg.submit_upstream.removeprefix("unix:")
-    name = os.path.basename(upstream)
+    name = service_name(cfg.submit_upstream)
     own = [line for line in services.splitlines() if line.startswith(f"{name}/unix/")]
     others = [line for line in services.splitlines()
               if "/smtpd_authorized_xclient_hosts = " in line and not line.startswith(f"{name}/unix/")

@@ -5,7 +5,7 @@ in a mount namespace whose /dev is DIR/sendmail/dev, where this program
 listens on the socket "log" and appends every message to DIR/log/sendmail.log
 as Postfix writes its own log file: "Nov 30 12:00:00 sendmail[123]: text".
 
-    python -m sendgate.stack_syslog SOCKET LOGFILE USER
+    python -m sendgate.stack.syslog SOCKET LOGFILE USER
 
 It binds SOCKET (mode 0660, group of USER, the account Sendmail runs as),
 opens LOGFILE, then drops to USER and serves until SIGTERM.

@@ -23,8 +23,8 @@ The milter is attached with INPUT_MAIL_FILTER and F=T (temp-fail when it is
 away), and gets {daemon_name} at connect and the {auth_*} macros at MAIL.
 
 Delivery: ruleset 0 sends every address, whatever its domain, to the mailer
-"maildir", which runs `python -m sendgate.stack_deliver DIR/mail/Maildir $u`
-(sendgate.stack_deliver) once per recipient as smmta.  That writes
+"maildir", which runs `python -m sendgate.stack.deliver DIR/mail/Maildir $u`
+(sendgate/stack/deliver.py) once per recipient as smmta.  That writes
 X-Original-To: and Delivered-To: with the envelope recipient, as virtual(8)
 does in the Postfix stack.  The mailer has Sendmail's usual D, F, M and P
 flags, so Sendmail adds Date:, From:, Message-Id: (when still missing after
@@ -36,14 +36,14 @@ Sendmail runs in namespaces of its own (unshare --uts --mount): its host
 name is mail.DOMAIN (a host name without a dot would make it sleep 60 s at
 start, "My unqualified host name ... unknown"), and its /dev is
 DIR/sendmail/dev, holding null, zero, random, urandom and a syslog socket
-"log" served by sendgate.stack_syslog: Sendmail logs only through syslog(3),
+"log" served by sendgate/stack/syslog.py: Sendmail logs only through syslog(3),
 and this way its log lines land in DIR/log/sendmail.log, with what it prints
 on standard output.  Where no namespace can be made (an unprivileged
 container), Sendmail runs without: stack up then waits out its minute when
 the host name has no dot, and its log lines go to the system's /dev/log, if
 there is one.
 
-Layout (besides what the Postfix stack has: sendgate.yaml, run/, log/, mail/):
+Layout (besides sendgate's own part, sendgate/stack/common.py):
     DIR/sendmail/etc/sendmail.mc, sendmail.cf   configuration (sendmail_config=)
     DIR/sendmail/queue/                          the queue (smmta, 0700)
     DIR/sendmail/local/sendgate                  the submit daemon's service (upstream=)
@@ -66,9 +66,8 @@ import subprocess
 import sys
 import tempfile
 
-from sendgate import config, stack
-from sendgate.stack import (LOCAL_DAEMON_NAME, READY_TIMEOUT, SERVICE_USER, StackError, _free_loopback_port,
-                            _mkdir, _probe, _require, _spawn, _wait_for, _write)
+from sendgate.stack import common
+from sendgate.stack.common import READY_TIMEOUT, SERVICE_USER, mkdir, require, wait_for, write
 
 SENDMAIL_USER = "smmta"
 PREFIX = "/opt/sendgate/sendmail"
@@ -79,16 +78,13 @@ HELP_FILE = "etc/mail/helpfile"
 INBOUND_DAEMON_NAME = "inbound"
 
 
-class Paths(stack.Paths):
+class Paths(common.Paths):
     WHERE = {
-        "config": "sendgate.yaml", "run": "run", "socket": "run/submit.sock",
-        "milter_dir": "run/milter", "milter_socket": "run/milter/milter.sock",
+        **common.Paths.WHERE,
         "etc": "sendmail/etc", "mc": "sendmail/etc/sendmail.mc", "cf": "sendmail/etc/sendmail.cf",
         "queue": "sendmail/queue", "local_dir": "sendmail/local", "upstream": "sendmail/local/sendgate",
         "mta_pidfile": "sendmail/sendmail.pid", "dev": "sendmail/dev", "syslog_socket": "sendmail/dev/log",
-        "mail": "mail", "maildir": "mail/Maildir",
-        "logs": "log", "sendmail_log": "log/sendmail.log", "submitd_log": "log/submitd.log",
-        "milter_log": "log/milter.log", "inbound_file": "run/inbound",
+        "sendmail_log": "log/sendmail.log",
     }
 
 
@@ -110,12 +106,12 @@ def ensure_prefix(prefix: str = PREFIX) -> str:
         try:
             got = subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *PACKAGES],
                                  cwd=work, capture_output=True, text=True, timeout=600)
-            _require(got.returncode == 0, f"apt-get download {' '.join(PACKAGES)} failed "
-                     f"(run apt-get update?):\n{got.stdout}{got.stderr}")
+            require(got.returncode == 0, f"apt-get download {' '.join(PACKAGES)} failed "
+                    f"(run apt-get update?):\n{got.stdout}{got.stderr}")
             root = os.path.join(work, "root")
             for deb in sorted(glob.glob(os.path.join(work, "*.deb"))):
                 unpacked = subprocess.run(["dpkg", "-x", deb, root], capture_output=True, text=True, timeout=120)
-                _require(unpacked.returncode == 0, f"dpkg -x {deb} failed:\n{unpacked.stderr}")
+                require(unpacked.returncode == 0, f"dpkg -x {deb} failed:\n{unpacked.stderr}")
             # The stack runs the binary as root; a set-group-id copy lying
             # about would only be something more for local users to attack.
             for here, _, files in os.walk(root):
@@ -125,7 +121,7 @@ def ensure_prefix(prefix: str = PREFIX) -> str:
                     if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
                         os.chmod(path, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID))
             os.chmod(root, 0o755)
-            _require(_prefix_ready(root), f"the packages hold no {BINARY}")
+            require(_prefix_ready(root), f"the packages hold no {BINARY}")
             os.rename(root, prefix)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -133,19 +129,15 @@ def ensure_prefix(prefix: str = PREFIX) -> str:
 
 
 def check_prerequisites() -> None:
-    _require(os.geteuid() == 0, "stack up needs root (it starts a private Sendmail instance)")
-    for user in (SERVICE_USER, SENDMAIL_USER):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise StackError(f"user {user!r} does not exist (scripts/bootstrap creates it)") from None
-    _require(shutil.which("m4") is not None, "m4 is not installed (Debian: apt-get install m4)")
-    _require(ctypes.util.find_library("wrap") is not None,
-             "Sendmail needs libwrap.so.0 (Debian: apt-get install libwrap0)")
+    require(os.geteuid() == 0, "stack up needs root (it starts a private Sendmail instance)")
+    common.require_users(SERVICE_USER, SENDMAIL_USER)
+    require(shutil.which("m4") is not None, "m4 is not installed (Debian: apt-get install m4)")
+    require(ctypes.util.find_library("wrap") is not None,
+            "Sendmail needs libwrap.so.0 (Debian: apt-get install libwrap0)")
 
 
-def sendmail_mc(p: Paths, prefix: str, hostname: str, inbound_port: int) -> str:
-    deliver = f"{sys.executable} -m sendgate.stack_deliver {p.maildir} $u"
+def sendmail_mc(p: Paths, prefix: str, hostname: str, inbound_port: int, daemon_name: str) -> str:
+    deliver = f"{sys.executable} -m sendgate.stack.deliver {p.maildir} $u"
     return f"""divert(-1)
 # Private Sendmail instance of a sendgate stack; written by sendgate stack up --mta sendmail.
 define(`MAIL_SETTINGS_DIR', `{p.etc}/')
@@ -173,7 +165,7 @@ FEATURE(`accept_unresolvable_domains')dnl
 dnl A catch-all: every recipient is delivered to the one Maildir.
 FEATURE(`promiscuous_relay')dnl
 dnl The submit daemon's service: only root, smmta and group sendgate reach it.
-DAEMON_OPTIONS(`Name={LOCAL_DAEMON_NAME}, Family=local, Addr={p.upstream}, M=EA')dnl
+DAEMON_OPTIONS(`Name={daemon_name}, Family=local, Addr={p.upstream}, M=EA')dnl
 dnl Port-25-style inbound service on loopback: no AUTH.
 DAEMON_OPTIONS(`Name={INBOUND_DAEMON_NAME}, Family=inet, Addr=127.0.0.1, Port={inbound_port}, M=EA')dnl
 dnl The milter is the policy point; temp-fail when it is away.
@@ -195,9 +187,9 @@ def _build_cf(p: Paths, prefix: str) -> None:
     cf_dir = os.path.join(prefix, CF_DIR) + "/"
     built = subprocess.run(["m4", f"-D_CF_DIR_={cf_dir}", os.path.join(cf_dir, "m4/cf.m4"), p.mc],
                            capture_output=True, text=True, timeout=60)
-    _require(built.returncode == 0 and "ERROR" not in built.stderr,
-             f"m4 could not build {p.cf}:\n{built.stderr}")
-    _write(p.cf, built.stdout)
+    require(built.returncode == 0 and "ERROR" not in built.stderr,
+            f"m4 could not build {p.cf}:\n{built.stderr}")
+    write(p.cf, built.stdout)
 
 
 # Run inside the namespaces: /dev becomes DIR/sendmail/dev (the device files
@@ -216,18 +208,18 @@ def _start_sendmail(p: Paths, prefix: str, hostname: str, pids: dict[str, int],
     if subprocess.run(["unshare", "--uts", "--mount", "true"], capture_output=True).returncode == 0:
         with open(p.sendmail_log, "ab") as log:
             syslog = subprocess.Popen(
-                [sys.executable, "-m", "sendgate.stack_syslog", p.syslog_socket, p.sendmail_log, SENDMAIL_USER],
+                [sys.executable, "-m", "sendgate.stack.syslog", p.syslog_socket, p.sendmail_log, SENDMAIL_USER],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True, close_fds=True)
-        _write(p.pidfile("syslog"), f"{syslog.pid}\n")
+        write(p.pidfile("syslog"), f"{syslog.pid}\n")
         pids["syslog"], logs["syslog"] = syslog.pid, p.sendmail_log
-        _wait_for("the syslog socket", lambda: os.path.exists(p.syslog_socket), pids, logs)
+        wait_for("the syslog socket", lambda: os.path.exists(p.syslog_socket), pids, logs)
         argv = ["unshare", "--uts", "--mount", "sh", "-c", _IN_NAMESPACE, p.dev, hostname, *argv]
     elif "." not in socket.gethostname():
         patience += 60  # Sendmail sleeps a minute over its unqualified host name
     with open(p.sendmail_log, "ab") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
                                 start_new_session=True, close_fds=True)
-    _write(p.pidfile("sendmail"), f"{proc.pid}\n")
+    write(p.pidfile("sendmail"), f"{proc.pid}\n")
     pids["sendmail"] = proc.pid
     return patience
 
@@ -235,54 +227,58 @@ def _start_sendmail(p: Paths, prefix: str, hostname: str, pids: dict[str, int],
 def up(directory: str, domain: str = "example.org", mail_owner: str | None = None,
        settings: dict | None = None) -> dict[str, str]:
     """Build and start the stack; return the key=value facts `stack up` prints."""
-    _require(mail_owner is None, "--mail-owner: the Sendmail stack delivers as Sendmail's own "
-             f"account {SENDMAIL_USER!r}; its messages are readable by everyone")
+    require(mail_owner is None, "--mail-owner: the Sendmail stack delivers as Sendmail's own "
+            f"account {SENDMAIL_USER!r}; its messages are readable by everyone")
     check_prerequisites()
     prefix = ensure_prefix()
     p = Paths(os.path.abspath(directory))
-    _require(not any(os.path.exists(p.pidfile(n)) for n in ("submitd", "milter", "sendmail", "syslog")),
-             f"a stack seems to be running in {p.root}: run `sendgate stack down --dir {p.root}` first")
+    common.require_not_running(p, "submitd", "milter", "sendmail", "syslog")
     hostname = f"mail.{domain}"
-    _mkdir(p.root, 0o755)
-    _mkdir(p.run, 0o755)
-    _mkdir(p.milter_dir, 0o750, group=SENDMAIL_USER)
-    _mkdir(p.logs, 0o755)
-    _mkdir(p.etc, 0o755)
-    _mkdir(p.dev, 0o750, group=SENDMAIL_USER)
-    _mkdir(p.queue, 0o700, owner=SENDMAIL_USER, group=SENDMAIL_USER)
-    _mkdir(p.local_dir, 0o750, owner=SENDMAIL_USER, group=SERVICE_USER)
-    _mkdir(p.mail, 0o755, owner=SENDMAIL_USER, group=SENDMAIL_USER)
+    mkdir(p.root, 0o755)
+    mkdir(p.run, 0o755)
+    mkdir(p.milter_dir, 0o750, group=SENDMAIL_USER)
+    mkdir(p.logs, 0o755)
+    mkdir(p.etc, 0o755)
+    mkdir(p.dev, 0o750, group=SENDMAIL_USER)
+    mkdir(p.queue, 0o700, owner=SENDMAIL_USER, group=SENDMAIL_USER)
+    mkdir(p.local_dir, 0o750, owner=SENDMAIL_USER, group=SERVICE_USER)
+    mkdir(p.mail, 0o755, owner=SENDMAIL_USER, group=SENDMAIL_USER)
     for sub in ("", "/tmp", "/new", "/cur"):
-        _mkdir(p.maildir + sub, 0o755, owner=SENDMAIL_USER, group=SENDMAIL_USER)
-    inbound = _free_loopback_port()
-    _write(p.inbound_file, f"127.0.0.1:{inbound}\n")
-    _write(p.mc, sendmail_mc(p, prefix, hostname, inbound))
-    _write(os.path.join(p.etc, "service.switch"), "hosts\tfiles\naliases\tfiles\n")
-    _write(os.path.join(p.etc, "local-host-names"), f"{hostname}\n")
-    _build_cf(p, prefix)
-    _write(p.config, config.render({
+        mkdir(p.maildir + sub, 0o755, owner=SENDMAIL_USER, group=SENDMAIL_USER)
+    cfg = common.write_config(p, {
         "myhostname": hostname, "myorigin": domain,
         "submit_socket": p.socket, "submit_upstream": f"unix:{p.upstream}",
         "submit_upstream_protocol": "header",
         "milter_socket": f"unix:{p.milter_socket}", "milter_socket_group": SENDMAIL_USER,
-        "milter_local_daemon_name": LOCAL_DAEMON_NAME, "log_destination": "stderr", **(settings or {}),
-    }))
-    config.load(p.config)  # what we wrote must pass our own check
+        "log_destination": "stderr",
+    }, settings)
+    inbound = common.inbound_port(p)
+    write(p.mc, sendmail_mc(p, prefix, hostname, inbound, cfg.milter_local_daemon_name))
+    write(os.path.join(p.etc, "service.switch"), "hosts\tfiles\naliases\tfiles\n")
+    write(os.path.join(p.etc, "local-host-names"), f"{hostname}\n")
+    _build_cf(p, prefix)
 
-    logs = {"milter": p.milter_log, "submitd": p.submitd_log, "sendmail": p.sendmail_log}
-    pids = {"milter": _spawn(p, "milter", "sendgate.milter.main", p.milter_log)}
-    _wait_for("the milter socket", lambda: os.path.exists(p.milter_socket), pids, logs)
+    pids: dict[str, int] = {}
+    logs = {"sendmail": p.sendmail_log}
+    common.start_milter(p, pids, logs)
     if os.path.lexists(p.upstream):
         os.unlink(p.upstream)  # Sendmail will not replace a socket smmta cannot write
     patience = _start_sendmail(p, prefix, hostname, pids, logs)
-    _wait_for("Sendmail's sendgate-local socket", lambda: os.path.exists(p.upstream), pids, logs, patience)
+    wait_for(f"Sendmail's {cfg.milter_local_daemon_name} socket", lambda: os.path.exists(p.upstream),
+             pids, logs, patience)
     os.chown(p.upstream, pwd.getpwnam(SENDMAIL_USER).pw_uid, grp.getgrnam(SERVICE_USER).gr_gid)
     os.chmod(p.upstream, 0o660)
-    pids["submitd"] = _spawn(p, "submitd", "sendgate.submit_socket.main", p.submitd_log)
-    _wait_for("the submit socket", lambda: os.path.exists(p.socket) and _probe(p.socket), pids, logs)
+    common.start_submitd(p, pids, logs)
     return {
         "socket": p.socket, "maildir": p.maildir, "config": p.config,
         "sendmail_config": p.cf, "log": p.sendmail_log, "inbound": f"127.0.0.1:{inbound}",
         "submitd_log": p.submitd_log, "milter_log": p.milter_log, "domain": domain,
         "mta": "sendmail", "upstream": p.upstream,
     }
+
+
+def stop_mta(root: str) -> list[str]:
+    """Stop this stack's Sendmail and its syslog socket, when root has them."""
+    p = Paths(root)
+    return [name for name in (common.stop(p, "sendmail"), common.stop(p, "syslog")) if name]
+

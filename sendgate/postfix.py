@@ -1,0 +1,127 @@
+"""What sendgate writes into Postfix and reads back from it, in one place.
+
+* The `sendgate` service: the smtpd that the submit daemon forwards to,
+  a unix socket in $queue_directory/public/ (mode 0710, group postdrop:
+  only root and the sendgate user reach it), the only service that trusts
+  XCLIENT.  Its entry is produced here for the private stacks
+  (sendgate/stack/postfix.py), `sendgate setup-postfix`
+  (sendgate/admin/hostsetup.py), the bench (bench/benchstack.py) and the
+  shipped example config/postfix/master.cf (tests/test_postfix.py checks
+  that file against this module).
+* The network submission service (port 587 style): STARTTLS, then SASL
+  AUTH, then mail; never XCLIENT.
+* postconf(1), run against one configuration directory.
+* The probe: the greeting of an SMTP server on a unix socket.  The submit
+  daemon answers only once it has the MTA's greeting, so a 220 on the
+  submit socket says the whole path is up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+
+# The master.cf columns after the service name and type: private, unpriv,
+# chroot, wakeup, maxproc.  Every sendgate service is unchrooted, so that
+# socket paths (the milter's) mean the same to smtpd as to the daemons.
+_COLUMNS = ("n", "-", "n", "-", "-")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One master.cf service: `name type n - n - - command` and its -o lines."""
+
+    name: str
+    type: str
+    parameters: tuple[tuple[str, str], ...]
+    command: str = "smtpd"
+
+    @property
+    def key(self) -> str:
+        """NAME/TYPE, as postconf -M and -P name the service."""
+        return f"{self.name}/{self.type}"
+
+    def entry(self) -> str:
+        """The service line without -o, as postconf -M takes it."""
+        return " ".join((self.name, self.type, *_COLUMNS, self.command))
+
+    def master_cf(self) -> str:
+        """The entry as master.cf lines: the columns aligned, one -o per line."""
+        head = f"{self.name:<9} {self.type:<5} " + "".join(f"{c:<8}" for c in _COLUMNS) + self.command
+        return head + "\n" + "".join(f"  -o {k}={v}\n" for k, v in self.parameters)
+
+    def postconf_parameters(self) -> list[str]:
+        """The -o settings as postconf -P takes them: NAME/TYPE/KEY=VALUE."""
+        return [f"{self.key}/{k}={v}" for k, v in self.parameters]
+
+
+def service_name(submit_upstream: str) -> str:
+    """The master.cf name of the service whose socket is submit_upstream
+    (unix:$queue_directory/public/NAME)."""
+    return os.path.basename(submit_upstream.removeprefix("unix:"))
+
+
+def sendgate_service(name: str, daemon_name: str, milters: str | None = None) -> Service:
+    """The submit daemon's XCLIENT service.  daemon_name is the milter's
+    milter_local_daemon_name, the only service whose XCLIENT logins the
+    milter counts; milters, when given, replaces main.cf's smtpd_milters for
+    this service alone (the bench's services without sendgate-milter)."""
+    parameters = [
+        ("smtpd_authorized_xclient_hosts", "127.0.0.1"),
+        ("milter_macro_daemon_name", daemon_name),
+        # The milter does the RFC 6409 fix-ups; Postfix must not add its own.
+        ("local_header_rewrite_clients", ""),
+    ]
+    if milters is not None:
+        parameters.append(("smtpd_milters", milters))
+    parameters.append(("syslog_name", f"postfix/{name}"))
+    return Service(name, "unix", tuple(parameters))
+
+
+def submission_service(name: str, daemon_name: str = "sendgate-submission") -> Service:
+    """Network submission on an inet service (name: a port or HOST:PORT):
+    STARTTLS required, AUTH only after it, only authenticated clients send,
+    and the milter applies the same policy to the authenticated user."""
+    return Service(name, "inet", (
+        ("syslog_name", "postfix/submission"),
+        ("smtpd_tls_security_level", "encrypt"),
+        ("smtpd_sasl_auth_enable", "yes"),
+        ("smtpd_tls_auth_only", "yes"),
+        ("smtpd_client_restrictions", "permit_sasl_authenticated,reject"),
+        ("smtpd_relay_restrictions", "permit_sasl_authenticated,reject"),
+        ("milter_macro_daemon_name", daemon_name),
+        ("local_header_rewrite_clients", ""),
+    ))
+
+
+class PostconfError(Exception):
+    """postconf failed; str() is "postconf ARGS: what it said"."""
+
+    def __init__(self, args: tuple[str, ...], stderr: str):
+        self.said = stderr.strip()
+        super().__init__(f"postconf {' '.join(args)}: {self.said}")
+
+
+def postconf(directory: str, *args: str) -> str:
+    """postconf -c directory ARGS; its standard output.  OSError when there
+    is no postconf, PostconfError when it fails."""
+    result = subprocess.run(["postconf", "-c", directory, *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise PostconfError(args, result.stderr)
+    return result.stdout
+
+
+def greeting(path: str) -> str | None:
+    """The greeting of the SMTP server on the unix socket at path (then
+    QUIT), None when nothing answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            text = s.recv(512).decode(errors="replace").strip()
+            s.sendall(b"QUIT\r\n")
+            return text
+    except OSError:
+        return None
