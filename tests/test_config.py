@@ -91,8 +91,8 @@ def test_every_key_names_the_programs_that_read_it():
 def test_the_sendmail_commands_copy_of_the_schema():
     """The sendmail command reads its keys without the schema (no YAML
     parser on its send path); its list and defaults must be the schema's."""
-    from sendgate.sendmail_shim import main as shim
-    assert set(shim.SETTINGS) == {k.name for k in config.keys_of("sendmail")}
-    assert shim.DEFAULT_SOCKET == config.KEYS["submit_socket"].default
-    assert {name: default for name, default, _ in shim.DELEGATED.values()} == \
-        {name: config.KEYS[name].default for name, _, _ in shim.DELEGATED.values()}
+    from sendgate.sendmail_shim import client, modes
+    assert set(client.SETTINGS) == {k.name for k in config.keys_of("sendmail")}
+    assert client.DEFAULT_SOCKET == config.KEYS["submit_socket"].default
+    assert {name: default for name, default, _ in modes.DELEGATED.values()} == \
+        {name: config.KEYS[name].default for name, _, _ in modes.DELEGATED.values()}
