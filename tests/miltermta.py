@@ -1,12 +1,20 @@
-"""The MTA side of the milter protocol, for tests against a running milter.
+"""The MTA side of the milter protocol, for tests against the milter.
 
-Built on miltertest (PyPI), which encodes and decodes the packets, with the
-two things it lacks: it cannot read a negotiation reply that carries macro
-lists (SMFIR_SETSYMLIST data), and it waits for a reply to every step.  This
-MTA behaves as Postfix does after negotiation: it skips the steps the milter
+MTA speaks to a running milter over its socket.  It is built on miltertest
+(PyPI), which encodes and decodes the packets, with the two things it lacks:
+it cannot read a negotiation reply that carries macro lists
+(SMFIR_SETSYMLIST data), and it waits for a reply to every step.  This MTA
+behaves as Postfix does after negotiation: it skips the steps the milter
 asked it to skip, does not wait where the milter asked for no reply, and
-sends only the macros the milter asked for.  Each message returns the
-packets the milter sent at end-of-message, as the MTA receives them.
+sends only the macros the milter asked for.
+
+ContextMTA runs the milter class in this process on pymilter's own test
+context (Milter.testctx.TestCtx) in place of libmilter: no socket, no MTA.
+The context hands the milter only the macros it asked for at each stage, as
+libmilter does.
+
+Each message, either way, returns the packets the milter sent at
+end-of-message, as the MTA receives them, in the same form (describe()).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from __future__ import annotations
 import socket
 import struct
 
+import Milter
+from Milter import testctx
 from miltertest import MilterConnection, codec
 from miltertest import constants as C
 
@@ -128,3 +138,54 @@ class MTA:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _RecordingCtx(testctx.TestCtx):
+    """TestCtx with each end-of-message call recorded as the packet that
+    libmilter would send for it (TestCtx's own versions edit an
+    email.message.Message instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.packets: list[tuple] = []
+
+    def addheader(self, field: str, value: str, idx: int) -> None:
+        # pymilter: an index below 0 is smfi_addheader, any other smfi_insheader.
+        self.packets.append(("ADDHEADER", field, value) if idx < 0 else ("INSHEADER", idx, field, value))
+
+    def chgheader(self, field: str, idx: int, value: str) -> None:
+        self.packets.append(("CHGHEADER", idx, field, value))
+
+    def chgfrom(self, sender: str, params=None) -> None:
+        self.packets.append(("CHGFROM", sender, *([params] if params else [])))
+
+    def disposition(self, rc: int) -> tuple:
+        """The last packet: a refusal with a reply set goes out as that
+        reply (libmilter's mi_sendreply), the others as themselves."""
+        if rc in (Milter.REJECT, Milter.TEMPFAIL) and self._reply is not None:
+            return ("REPLYCODE", " ".join(self._reply))
+        return ({Milter.CONTINUE: "CONTINUE", Milter.ACCEPT: "ACCEPT", Milter.REJECT: "REJECT",
+                 Milter.TEMPFAIL: "TEMPFAIL", Milter.DISCARD: "DISCARD"}[rc],)
+
+
+class ContextMTA:
+    """One milter connection on pymilter's test context.  The milter class
+    is Milter.factory, as main.register() sets it; negotiated like Postfix
+    (every action and protocol bit offered)."""
+
+    def __init__(self) -> None:
+        self.ctx = _RecordingCtx()
+        assert self.ctx._negotiate() == Milter.CONTINUE
+
+    def message(self, sender: str, recipients: list[str], fields: list[tuple[str, str]],
+                macros: dict[str, str] | None = None, queue_id: str = "QUEUEID") -> list[tuple]:
+        ctx = self.ctx
+        ctx.packets, ctx._reply = [], None
+        ctx._macros = {**(macros or {}), "i": queue_id}
+        ctx._envfrom(f"<{sender}>")
+        for rcpt in recipients:
+            ctx._envrcpt(f"<{rcpt}>")
+        for name, value in fields:
+            ctx._header(name, value)
+        rc = ctx._eom()
+        return [*ctx.packets, ctx.disposition(rc)]

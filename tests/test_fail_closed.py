@@ -19,17 +19,18 @@ import time
 
 import Milter
 import pytest
-from Milter import testctx
 
 from conftest import CHECKOUT, need_stack_prerequisites, sendmail, start_stack, stop_stack, submit_smtp
+from miltermta import ContextMTA
 from sendgate.milter import adapter
-from sendgate.milter.adapter import SettingsSource, MilterSettings, PolicyMilter
+from sendgate.milter.adapter import PolicyMilter
 from sendgate.milter.ratestore import MemoryStore, RedisStore
+from sendgate.milter.settings import MilterSettings, SettingsSource
 from sendgate.policy.fixups import FixupSettings
 from sendgate.policy.limits import RateLimits
 from sendgate.policy.sender import SenderRules
 
-TEMPFAIL_REPLY = ("451", "4.3.0", "Error: the mail policy could not be applied, try again later")
+TEMPFAIL = [("REPLYCODE", "451 4.3.0 Error: the mail policy could not be applied, try again later")]
 MILTER_AWAY = "451 4.7.1 Service unavailable - try again later"
 
 
@@ -41,28 +42,25 @@ def test_shipped_postfix_snippet_fails_closed():
 
 # --- a failing callback ------------------------------------------------------
 
-def run_message(store, login="sgtest1") -> tuple[int, testctx.TestCtx]:
+COMPLETE = [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<1@example.org>"),
+            ("From", "sgtest1@example.org"), ("Subject", "complete, so no edits")]
+
+
+def run_message(monkeypatch, store, fields=COMPLETE) -> list[tuple]:
+    """One message from sgtest1 on pymilter's test context; the packets the
+    MTA would receive."""
     settings = MilterSettings(
         fixups=FixupSettings(hostname="mail.example.org"), rules=SenderRules(domain="example.org"),
-        rates=RateLimits(window=3600, messages=10, recipients=10), store=store)
-    PolicyMilter.source = SettingsSource("/nonexistent/sendgate.yaml", settings, load=None)
-    Milter.factory = PolicyMilter
-    ctx = testctx.TestCtx()
-    ctx._setsymval("{auth_authen}", login)
-    ctx._setsymval("{auth_type}", "PLAIN")
-    ctx._setsymval("i", "4ABCDEF")
-    assert ctx._negotiate() == Milter.CONTINUE
-    ctx._envfrom("<sgtest1@example.org>")
-    ctx._envrcpt("<bob@example.net>")
-    for name, value in (("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<1@example.org>"),
-                        ("From", "sgtest1@example.org"), ("Subject", "complete, so no edits")):
-        ctx._header(name, value)
-    return ctx._eom(), ctx
+        rates=RateLimits(window=3600, messages=10, recipients=10), store=store, local_daemon_name="sendgate-local")
+    monkeypatch.setattr(PolicyMilter, "source", SettingsSource("/nonexistent/sendgate.yaml", settings, load=None),
+                        raising=False)
+    monkeypatch.setattr(Milter, "factory", PolicyMilter)
+    return ContextMTA().message("sgtest1@example.org", ["bob@example.net"], fields,
+                                {"{auth_authen}": "sgtest1", "{auth_type}": "PLAIN"}, queue_id="4ABCDEF")
 
 
-def test_a_working_message_passes(caplog):
-    rc, ctx = run_message(MemoryStore())
-    assert (rc, ctx._reply) == (Milter.CONTINUE, None)
+def test_a_working_message_passes(monkeypatch):
+    assert run_message(monkeypatch, MemoryStore()) == [("CONTINUE",)]
 
 
 def test_exception_in_a_no_reply_callback_tempfails_at_end_of_message(monkeypatch, caplog):
@@ -70,19 +68,26 @@ def test_exception_in_a_no_reply_callback_tempfails_at_end_of_message(monkeypatc
         raise ValueError("header store broken")
     monkeypatch.setattr(adapter, "Field", broken)
     with caplog.at_level(logging.INFO, logger="sendgate/milter"):
-        rc, ctx = run_message(MemoryStore())
-    assert (rc, ctx._reply) == (Milter.TEMPFAIL, TEMPFAIL_REPLY)
+        assert run_message(monkeypatch, MemoryStore()) == TEMPFAIL
     assert caplog.messages == [
         "error in header callback: ValueError: header store broken (the message will be tempfailed)",
         "4ABCDEF: error in end-of-message: RuntimeError: earlier callback failed: "
         "header: ValueError: header store broken: tempfail"]
 
 
-def test_rate_store_that_does_not_answer_tempfails(tmp_path, caplog):
+def test_exception_while_applying_the_plan_tempfails_and_logs_no_accept(monkeypatch, caplog):
+    def disabled(self, *args):
+        raise Milter.DisabledAction("ADDHDRS")
+    monkeypatch.setattr(PolicyMilter, "addheader", disabled)
+    with caplog.at_level(logging.INFO, logger="sendgate/milter"):
+        assert run_message(monkeypatch, MemoryStore(), COMPLETE[1:]) == TEMPFAIL   # no Date: one is added
+    assert caplog.messages == ["4ABCDEF: error in end-of-message: DisabledAction: ADDHDRS: tempfail"]
+
+
+def test_rate_store_that_does_not_answer_tempfails(monkeypatch, tmp_path, caplog):
     store = RedisStore(f"unix://{tmp_path}/no-redis.sock", timeout=1)
     with caplog.at_level(logging.INFO, logger="sendgate/milter"):
-        rc, ctx = run_message(store)
-    assert (rc, ctx._reply) == (Milter.TEMPFAIL, TEMPFAIL_REPLY)
+        assert run_message(monkeypatch, store) == TEMPFAIL
     (line,) = caplog.messages
     assert line.startswith("4ABCDEF: error in end-of-message: StoreError: redis: ")
     assert "No such file or directory" in line and line.endswith(": tempfail")

@@ -1,6 +1,7 @@
-"""The Sendmail identity hand-off: which login the milter trusts
-(sendgate.policy.handoff), the field the submit daemon adds, and the
-stack's delivery agent that shows the envelope recipient."""
+"""The identity hand-off: which login the milter trusts
+(sendgate.policy.handoff: the MTA's login, XCLIENT only on the submit
+daemon's service, or the Sendmail field), the field the submit daemon adds,
+and the stack's delivery agent that shows the envelope recipient."""
 
 from __future__ import annotations
 
@@ -19,34 +20,41 @@ def fields(*pairs):
 
 
 CASES = [
-    pytest.param("alice", LOCAL, fields(("To", "b@x")), ("alice", None, (), "auth"), id="xclient-login"),
-    pytest.param("alice", "587", fields((ID, "root")), ("alice", None, (1,), "auth"),
+    pytest.param("alice", "XCLIENT", LOCAL, fields(("To", "b@x")), ("alice", None, (), "auth"), id="xclient-login"),
+    pytest.param("alice", "PLAIN", "587", fields((ID, "root")), ("alice", None, (1,), "auth"),
                  id="sasl-login-wins-over-field"),
-    pytest.param("alice", LOCAL, fields((ID, "root"), (ID.lower(), "bob")), ("alice", None, (2, 1), "auth"),
+    pytest.param("alice", "XCLIENT", LOCAL, fields((ID, "root"), (ID.lower(), "bob")), ("alice", None, (2, 1), "auth"),
                  id="xclient-login-wins-every-field-removed"),
-    pytest.param(None, LOCAL, fields((ID, "alice"), ("To", "b@x")), ("alice", None, (1,), "header"),
+    pytest.param("alice", "XCLIENT", "sendgate-submission", fields(("To", "b@x")), (None, None, (), "ignored"),
+                 id="xclient-login-on-another-service-ignored"),
+    pytest.param("alice", "xclient", None, fields((ID, "alice")), (None, None, (1,), "ignored"),
+                 id="xclient-without-daemon-name-ignored-field-removed"),
+    pytest.param("alice", None, "sendgate-submission", fields(), ("alice", None, (), "auth"),
+                 id="login-without-auth-type-is-not-xclient"),
+    pytest.param(None, None, LOCAL, fields((ID, "alice"), ("To", "b@x")), ("alice", None, (1,), "header"),
                  id="field-on-local-daemon"),
-    pytest.param(None, LOCAL, fields((ID, " a+2Bb+C3+A9 ")), ("a+bé", None, (1,), "header"),
+    pytest.param(None, None, LOCAL, fields((ID, " a+2Bb+C3+A9 ")), ("a+bé", None, (1,), "header"),
                  id="field-is-xtext"),
-    pytest.param(None, LOCAL, fields((ID, "alice\n ")), ("alice", None, (1,), "header"), id="folded-field"),
-    pytest.param(None, LOCAL, fields(("To", "b@x")), (None, replies.R451_NO_IDENTITY, (), "header"),
+    pytest.param(None, None, LOCAL, fields((ID, "alice\n ")), ("alice", None, (1,), "header"), id="folded-field"),
+    pytest.param(None, None, LOCAL, fields(("To", "b@x")), (None, replies.R451_NO_IDENTITY, (), "header"),
                  id="local-daemon-without-field"),
-    pytest.param(None, LOCAL, fields((ID, "alice"), (ID, "root")), (None, replies.R554_IDENTITY_FORGED, (2, 1), "header"),
-                 id="two-fields-on-local-daemon"),
-    pytest.param(None, LOCAL, fields((ID, "al ice")), (None, replies.R554_IDENTITY_FORGED, (1,), "header"),
+    pytest.param(None, None, LOCAL, fields((ID, "alice"), (ID, "root")),
+                 (None, replies.R554_IDENTITY_FORGED, (2, 1), "header"), id="two-fields-on-local-daemon"),
+    pytest.param(None, None, LOCAL, fields((ID, "al ice")), (None, replies.R554_IDENTITY_FORGED, (1,), "header"),
                  id="field-not-xtext"),
-    pytest.param(None, LOCAL, fields((ID, "")), (None, replies.R554_IDENTITY_FORGED, (1,), "header"),
+    pytest.param(None, None, LOCAL, fields((ID, "")), (None, replies.R554_IDENTITY_FORGED, (1,), "header"),
                  id="empty-field"),
-    pytest.param(None, "inbound", fields((ID, "alice")), (None, None, (1,), "none"), id="field-from-network"),
-    pytest.param(None, None, fields((ID, "alice")), (None, None, (1,), "none"), id="no-daemon-name"),
-    pytest.param(None, "inbound", fields(("To", "b@x")), (None, None, (), "none"), id="plain-relay"),
-    pytest.param("", LOCAL, fields((ID, "alice")), ("alice", None, (1,), "header"), id="empty-auth-is-none"),
+    pytest.param(None, None, "inbound", fields((ID, "alice")), (None, None, (1,), "none"), id="field-from-network"),
+    pytest.param(None, None, None, fields((ID, "alice")), (None, None, (1,), "none"), id="no-daemon-name"),
+    pytest.param(None, None, "inbound", fields(("To", "b@x")), (None, None, (), "none"), id="plain-relay"),
+    pytest.param("", None, LOCAL, fields((ID, "alice")), ("alice", None, (1,), "header"), id="empty-auth-is-none"),
+    pytest.param("", "XCLIENT", "inbound", fields(), (None, None, (), "none"), id="empty-xclient-login-is-none"),
 ]
 
 
-@pytest.mark.parametrize("auth,daemon,header,want", CASES)
-def test_resolve(auth, daemon, header, want):
-    got = resolve(auth, daemon, LOCAL, header)
+@pytest.mark.parametrize("auth,auth_type,daemon,header,want", CASES)
+def test_resolve(auth, auth_type, daemon, header, want):
+    got = resolve(auth, auth_type, daemon, LOCAL, header)
     assert (got.login, got.refusal, got.remove, got.source) == want
 
 

@@ -1,4 +1,8 @@
-"""One log line per decision, Postfix style, read back from the daemons."""
+"""One log line per decision, Postfix style, read back from the daemons.
+
+The milter's lines for every kind of decision, without a stack, are in
+tests/test_milter_decisions.py; tests/test_milter_protocol.py reads them
+back from the running milter."""
 
 from __future__ import annotations
 
@@ -9,11 +13,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-from conftest import DOMAIN, delivered, log_text, need, program, queue_id, run_as, sendmail, unique_marker
+from conftest import DOMAIN, delivered, log_text, need, program, run_as, sendmail, unique_marker
 
 
 @pytest.fixture(scope="session")

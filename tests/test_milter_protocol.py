@@ -5,8 +5,10 @@ stack's sendgate-milter and asserts every packet the MTA receives at
 end-of-message, in order: header edits (ADDHEADER, INSHEADER, CHGHEADER),
 envelope edits (CHGFROM, ADDRCPT, DELRCPT: the policy makes none of these
 today, and a case that would get one asserts that none comes) and the
-disposition.  Several messages share a connection, and aborted messages
-(RSET, a client gone mid-DATA) leave nothing behind.
+disposition, and the one line the milter logs for the message.  Several
+messages share a connection, and aborted messages (RSET, a client gone
+mid-DATA) leave nothing behind.  tests/test_milter_decisions.py checks the
+same mapping, and more decisions, on pymilter's test context.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 import pytest
 from miltertest import constants as C
 
-from conftest import DOMAIN
+from conftest import DOMAIN, milter_log_lines, unique_marker
 from miltermta import MTA
 
 
@@ -61,55 +63,69 @@ def test_negotiation_asks_only_for_what_the_policy_reads(mta):
     assert mta.macros == {"mail": ("{auth_authen}", "{auth_type}", "{daemon_name}", "i"), "eom": ("i",)}
 
 
+ACCEPTED = "submission: login=sgtest1 from=<{sender}> nrcpt=1 fixups={fixups}: accepted"
+RELAYED = "relay: from=<{sender}> nrcpt=1: no fix-ups"
+COMPLETE = [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<a@b>")]
+
+# Each case: the macros, the envelope sender, the header, the packets the
+# MTA receives, and the milter's log line for the message (after "QUEUEID: ").
 CASES = [
     pytest.param(SUBMISSION, "sgtest1@example.org", [("To", "bob@example.net"), ("Subject", "t")],
                  [("ADDHEADER", "Date", "<date>"), ("ADDHEADER", "Message-ID", "<id>"),
-                  ("ADDHEADER", "From", ME), ("CONTINUE",)], id="bare-message-gets-date-id-from"),
+                  ("ADDHEADER", "From", ME), ("CONTINUE",)],
+                 ACCEPTED.format(sender="sgtest1@example.org", fixups="+Date,+Message-ID,+From"),
+                 id="bare-message-gets-date-id-from"),
     pytest.param(SUBMISSION, "sgtest1@example.org",
-                 [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<a@b>"),
-                  ("From", "sgtest1@example.org"), ("To", "bob@example.net")],
-                 [("CONTINUE",)], id="complete-message-no-edits"),
+                 [*COMPLETE, ("From", "sgtest1@example.org"), ("To", "bob@example.net")],
+                 [("CONTINUE",)], ACCEPTED.format(sender="sgtest1@example.org", fixups="none"),
+                 id="complete-message-no-edits"),
+    pytest.param(SUBMISSION, "sgtest1@example.org", [*COMPLETE, ("From", "Carol <carol@example.net>")],
+                 [("ADDHEADER", "Sender", ME), ("CONTINUE",)],
+                 ACCEPTED.format(sender="sgtest1@example.org", fixups="+Sender"), id="foreign-from-adds-sender"),
     pytest.param(SUBMISSION, "sgtest1@example.org",
-                 [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<a@b>"),
-                  ("From", "Carol <carol@example.net>")],
-                 [("ADDHEADER", "Sender", ME), ("CONTINUE",)], id="foreign-from-adds-sender"),
-    pytest.param(SUBMISSION, "sgtest1@example.org",
-                 [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<a@b>"),
-                  ("From", "sgtest1@example.org"), ("Sender", "root@example.org"), ("Sender", "x@example.org")],
+                 [*COMPLETE, ("From", "sgtest1@example.org"), ("Sender", "root@example.org"), ("Sender", "x@example.org")],
                  [("CHGHEADER", 2, "Sender", ""), ("CHGHEADER", 1, "Sender", ""), ("CONTINUE",)],
+                 ACCEPTED.format(sender="sgtest1@example.org", fixups="-Sender,-Sender"),
                  id="forged-senders-deleted-highest-first"),
     pytest.param(SUBMISSION, "sgtest1@example.org",
-                 [("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<a@b>"),
-                  ("From", "carol@example.net"), ("Sender", "root@example.org")],
-                 [("CHGHEADER", 1, "Sender", ME), ("CONTINUE",)], id="forged-sender-replaced"),
+                 [*COMPLETE, ("From", "carol@example.net"), ("Sender", "root@example.org")],
+                 [("CHGHEADER", 1, "Sender", ME), ("CONTINUE",)],
+                 ACCEPTED.format(sender="sgtest1@example.org", fixups="~Sender"), id="forged-sender-replaced"),
     pytest.param(SUBMISSION, "sgtest1@example.org",
-                 [("Resent-To", "dave@example.net"), ("From", "carol@example.net"),
-                  ("Date", "Mon, 30 Nov 2026 10:00:00 +0000"), ("Message-ID", "<a@b>")],
+                 [("Resent-To", "dave@example.net"), ("From", "carol@example.net"), *COMPLETE],
                  # Each insert is followed by the deletion of the occurrence
                  # after it, which removes Sendmail's own header template
                  # copy; there is none on Postfix, so nothing happens there.
                  [("INSHEADER", 1, "Resent-Date", "<date>"), ("CHGHEADER", 2, "Resent-Date", ""),
                   ("INSHEADER", 2, "Resent-Message-ID", "<id>"), ("CHGHEADER", 2, "Resent-Message-ID", ""),
                   ("INSHEADER", 3, "Resent-From", ME), ("CHGHEADER", 2, "Resent-From", ""), ("CONTINUE",)],
+                 ACCEPTED.format(sender="sgtest1@example.org", fixups="+Resent-Date,+Resent-Message-ID,+Resent-From"),
                  id="resent-fields-inserted-at-top"),
     pytest.param(LOCAL, "sgtest1@example.org", [("From", "carol@example.net"), ("Date", "x"), ("Message-ID", "<a@b>")],
-                 [("ADDHEADER", "Sender", ME), ("CONTINUE",)], id="xclient-login-on-local-service"),
+                 [("ADDHEADER", "Sender", ME), ("CONTINUE",)],
+                 ACCEPTED.format(sender="sgtest1@example.org", fixups="+Sender"), id="xclient-login-on-local-service"),
     pytest.param(SUBMISSION, "sgtest2@example.org", [("From", "sgtest2@example.org")],
                  [("REPLYCODE", "553 5.7.1 <sgtest2@example.org>: Sender address rejected: not owned by user sgtest1")],
+                 "reject: login=sgtest1 from=<sgtest2@example.org> nrcpt=1: "
+                 "553 5.7.1 <sgtest2@example.org>: Sender address rejected: not owned by user sgtest1",
                  id="envelope-sender-of-another-user-rejected-no-chgfrom"),
     pytest.param({}, "sgtest1@example.org", [("From", "sgtest1@example.org")], [("CONTINUE",)],
-                 id="unauthenticated-is-relayed-untouched"),
+                 RELAYED.format(sender="sgtest1@example.org"), id="unauthenticated-is-relayed-untouched"),
     pytest.param({"{auth_authen}": "sgtest1", "{auth_type}": "XCLIENT", "{daemon_name}": "sendgate-submission"},
                  "sgtest1@example.org", [("From", "sgtest1@example.org")], [("CONTINUE",)],
-                 id="xclient-login-on-another-service-is-ignored"),
+                 RELAYED.format(sender="sgtest1@example.org"), id="xclient-login-on-another-service-is-ignored"),
     pytest.param({"{auth_author}": "sgtest1@example.org"}, "sgtest1@example.org",
-                 [("From", "sgtest1@example.org")], [("CONTINUE",)], id="auth-parameter-alone-is-no-login"),
+                 [("From", "sgtest1@example.org")], [("CONTINUE",)], RELAYED.format(sender="sgtest1@example.org"),
+                 id="auth-parameter-alone-is-no-login"),
 ]
 
 
-@pytest.mark.parametrize("macros,sender,fields,want", CASES)
-def test_end_of_message_edits(mta, macros, sender, fields, want):
-    assert stable(mta.message(sender, ["bob@example.net"], fields, macros)) == want
+@pytest.mark.parametrize("macros,sender,fields,want,logged", CASES)
+def test_end_of_message_edits(stack, mta, request, macros, sender, fields, want, logged):
+    qid = "T" + unique_marker(request)[1:11].upper()
+    assert stable(mta.message(sender, ["bob@example.net"], fields, macros, queue_id=qid)) == want
+    lines = milter_log_lines(stack, qid, until=logged)
+    assert [line.split("]: ", 1)[1] for line in lines] == [f"{qid}: {logged}"]
 
 
 def test_several_messages_on_one_connection_do_not_share_state(mta):

@@ -266,14 +266,28 @@ def test_addr_spec(mailbox, want):
 
 
 QUALIFY_CASES = [
-    pytest.param(M("alice", "", "Al"), M("alice", "example.com", "Al"), id="fills-empty"),
-    pytest.param(M("bob", "other.org"), M("bob", "other.org"), id="keeps-domain"),
+    pytest.param("alice", "alice@example.com", id="fills-empty"),
+    pytest.param("bob@other.org", "bob@other.org", id="keeps-domain"),
+    pytest.param("", "", id="null-address-stays"),
+    pytest.param("alice@", "alice@", id="empty-domain-is-a-domain"),
+    pytest.param('"a@b"', '"a@b"@example.com', id="at-in-quotes-is-no-domain"),
+    pytest.param('"a@b"@other.org', '"a@b"@other.org', id="quoted-with-domain"),
+    pytest.param("a@[192.0.2.1]", "a@[192.0.2.1]", id="domain-literal"),
 ]
 
 
-@pytest.mark.parametrize("mailbox, want", QUALIFY_CASES)
-def test_qualify(mailbox, want):
-    assert qualify(mailbox, "example.com") == want
+@pytest.mark.parametrize("addr, want", QUALIFY_CASES)
+def test_qualify(addr, want):
+    assert qualify(addr, "example.com") == want
+
+
+@pytest.mark.parametrize("value, want", [
+    pytest.param("Al <alice>", ["alice@example.com"], id="name-addr"),
+    pytest.param('"a@b", c@d', ['"a@b"@example.com', "c@d"], id="quoted-at-then-qualified"),
+    pytest.param("g: x, y@z;", ["x@example.com", "y@z"], id="group-members"),
+])
+def test_qualify_parsed_mailboxes(value, want):
+    assert [qualify(m.addr_spec, "example.com") for m in mailboxes(value)] == want
 
 
 NORMALIZE_CASES = [

@@ -1,4 +1,4 @@
-"""sendgate.policy.envelope: recipients from the header (RCPTHDR, DESIGN.md §6).
+"""sendgate.policy.envelope: recipients from the header (RCPTHDR; the rules are in its docstring).
 
 Each case is a header as the client sent it, the RCPT addresses given with
 it, and the exact Extraction or HeaderError wanted.  Headers go through
@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sendgate.policy.addresses import normalize_addr
-from sendgate.policy.envelope import Extraction, HeaderError, recipients_from_header, reply_text
+from sendgate import replies
+from sendgate.policy.envelope import Extraction, HeaderError, recipients_from_header
 from sendgate.policy.message import Field, split_message
 
 DOMAIN = "example.com"
@@ -385,16 +386,16 @@ def test_header_error_shape():
 
 
 REPLY_CASES = [
-    pytest.param(HeaderError("Resent-To", "ambiguous resent fields"), "5.6.0 Resent-To: ambiguous resent fields",
+    pytest.param(HeaderError("Resent-To", "ambiguous resent fields"), "554 5.6.0 Resent-To: ambiguous resent fields",
                  id="resent"),
     pytest.param(HeaderError("To", "no recipients found in the message header"),
-                 "5.6.0 To: no recipients found in the message header", id="none"),
+                 "554 5.6.0 To: no recipients found in the message header", id="none"),
 ]
 
 
 @pytest.mark.parametrize("err, want", REPLY_CASES)
-def test_reply_text(err, want):
-    assert reply_text(err) == want
+def test_reply_names_the_field(err, want):
+    assert str(replies.R554_HEADER.format(detail=str(err))) == want
 
 
 def test_accepts_tuple_header():

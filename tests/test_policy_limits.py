@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from sendgate.milter.ratestore import MemoryStore
-from sendgate.policy.limits import RateLimits, Usage, check_rate, window_start
+from sendgate.policy.limits import RateLimits, RateVerdict, Usage, charge, check_rate, rate_verdict, window_start
 
 LIMITS = RateLimits(window=3600, messages=3, recipients=5)
 
@@ -31,6 +31,44 @@ LIMITS = RateLimits(window=3600, messages=3, recipients=5)
 def test_check_rate(limits, usage, want):
     refusal = check_rate("alice", usage, limits)
     assert (None if refusal is None else str(refusal)) == want
+
+
+@pytest.mark.parametrize("recipients,want", [
+    pytest.param(1, Usage(1, 1), id="one-recipient"),
+    pytest.param(7, Usage(1, 7), id="seven-recipients"),
+])
+def test_charge(recipients, want):
+    assert charge(recipients) == want
+
+
+TOO_MANY = "451 4.7.1 Error: too many messages from user alice: at most 3 per 3600 seconds, try again later"
+
+
+@pytest.mark.parametrize("charged,totals,want", [
+    pytest.param(Usage(1, 2), Usage(3, 5), (None, None), id="within-nothing-refunded"),
+    pytest.param(Usage(1, 2), Usage(4, 5), (TOO_MANY, Usage(-1, -2)), id="over-the-charge-is-refunded"),
+    pytest.param(Usage(1, 4), Usage(2, 9),
+                 ("451 4.7.1 Error: too many recipients from user alice: at most 5 per 3600 seconds, try again later",
+                  Usage(-1, -4)), id="recipients-over-refunds-all-recipients"),
+])
+def test_rate_verdict(charged, totals, want):
+    verdict = rate_verdict("alice", charged, totals, LIMITS)
+    assert isinstance(verdict, RateVerdict)
+    assert (None if verdict.refusal is None else str(verdict.refusal), verdict.refund) == want
+
+
+def test_refunded_refusal_leaves_the_counters_as_they_were():
+    """The milter's sequence (sendgate/milter/adapter.py charge_rate) on a
+    real store: charge, decide, refund; a retry is judged the same way."""
+    store = MemoryStore()
+    store.add("alice", 0, 3600, 3, 3)
+    for _ in range(2):
+        charged = charge(1)
+        verdict = rate_verdict("alice", charged, store.add("alice", 0, 3600, charged.messages, charged.recipients),
+                               LIMITS)
+        assert str(verdict.refusal) == TOO_MANY
+        store.add("alice", 0, 3600, verdict.refund.messages, verdict.refund.recipients)
+    assert store.add("alice", 0, 3600, 0, 0) == Usage(3, 3)
 
 
 @pytest.mark.parametrize("now,window,want", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sendgate.policy.sender import SenderRules, check_envelope_sender, default_address, qualify
+from sendgate.policy.sender import SenderRules, check_envelope_sender, default_address
 
 RULES = SenderRules(domain="example.org",
                     login_maps={"bob": ("bob@example.net", "*@bob.example", "bob+*@lists.example")},
@@ -43,7 +43,3 @@ def test_null_sender_can_be_refused():
 @pytest.mark.parametrize("login,want", [("alice", "alice@example.org"), ("bob", "bob@example.net")])
 def test_default_address(login, want):
     assert default_address(login, RULES) == want
-
-
-def test_qualify():
-    assert (qualify("a", "x.org"), qualify("a@y", "x.org"), qualify("", "x.org")) == ("a@x.org", "a@y", "")

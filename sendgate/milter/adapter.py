@@ -1,14 +1,18 @@
-"""The pymilter adapter: callbacks collect, end-of-message decides, edits apply.
+"""The pymilter adapter: collect, decide, apply, log.
 
 One PolicyMilter instance serves one MTA connection; per-message state is
-reset at MAIL FROM and on abort.  The callbacks before end-of-message never
-reject, so they are negotiated as no-reply steps and cost the MTA no round
-trip; the steps the policy does not read (connect, HELO, DATA, end of
-header, body, unknown commands) are not asked for at all, and the MTA sends
-only the macros named in MACROS (an MTA that cannot take a macro list is
-refused at negotiation, and applies its default action: tempfail).  At
-end-of-message the pure policy decides and apply turns its Edits into
-libmilter actions.
+reset at MAIL FROM and on abort.  The callbacks before end-of-message only
+collect (the envelope sender, the macros, the recipient count, the header)
+and never reject, so they are negotiated as no-reply steps and cost the MTA
+no round trip; the steps the policy does not read (connect, HELO, DATA, end
+of header, body, unknown commands) are not asked for at all, and the MTA
+sends only the macros named in MACROS (an MTA that cannot take a macro list
+is refused at negotiation, and applies its default action: tempfail).
+
+At end-of-message, decide() judges what was collected with the pure policy
+(sendgate/policy/handoff.py, submission.py, limits.py) and returns a Verdict:
+the plan (sendgate/milter/plan.py), its log line and its fix-up counts.
+apply() makes the plan's libmilter calls, then the line is logged.
 
 Fail closed: an exception in a no-reply callback cannot refuse anything
 there, so it is remembered and end-of-message tempfails the message; an
@@ -30,24 +34,16 @@ import Milter
 from sendgate import replies
 from sendgate.daemon import quote
 from sendgate.metrics import Metrics
-from sendgate.milter.ratestore import RateStore
-from sendgate.policy import fixups, handoff, limits
-from sendgate.policy.identity import Mode, Principal, mode_for, session_login
-from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field
-from sendgate.policy.sender import SenderRules, default_address
-from sendgate.policy.submission import decide
+from sendgate.milter import plan
+from sendgate.milter.settings import SettingsSource
+from sendgate.policy import fixups, handoff, limits, submission
+from sendgate.policy.identity import Mode, Principal, mode_for
+from sendgate.policy.message import Field
+from sendgate.policy.sender import default_address
+from sendgate.replies import Reply
 from sendgate.userdb import full_name
 
 log = logging.getLogger("sendgate/milter")
-
-
-@dataclass(frozen=True)
-class MilterSettings:
-    fixups: fixups.FixupSettings
-    rules: SenderRules
-    rates: limits.RateLimits
-    store: RateStore
-    local_daemon_name: str = "sendgate-local"   # where XCLIENT logins and X-Sendgate-Login: count
 
 
 def collecting(func):
@@ -82,53 +78,24 @@ def new_stamp() -> fixups.Stamp:
     return fixups.Stamp(date=date, unique=os.urandom(16).hex())
 
 
-class SettingsSource:
-    """The milter's settings, read again when the configuration file changes.
-
-    libmilter owns SIGHUP (it stops the milter), so a reload cannot be a
-    signal.  Instead each message (at MAIL) asks for the settings, and the
-    file is looked at (stat) at most once a second: an edited file takes
-    effect on the next message, also in an MTA session that stays open
-    (the submit daemon keeps its MTA sessions for the next client).  A file that does not pass the check is
-    logged once and ignored; the running settings stay.
-    """
-
-    def __init__(self, path: str, settings: MilterSettings, load, clock=time.monotonic):
-        self.path, self.settings, self.load, self.clock = path, settings, load, clock
-        self.seen = self._stamp()
-        self.checked = clock()
-
-    def _stamp(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def current(self) -> MilterSettings:
-        now = self.clock()
-        if now - self.checked >= 1.0:
-            self.checked = now
-            stamp = self._stamp()
-            if stamp != self.seen:
-                self.seen = stamp
-                try:
-                    self.settings = self.load(self.path)
-                    log.info("reloaded %s", self.path)
-                except Exception as err:  # a bad edit must not stop the mail
-                    log.error("reload failed, keeping the running configuration: %s", err)
-        return self.settings
-
-
 # The macros the policy reads, asked for at negotiation so that the MTA
 # sends these and no others.  {daemon_name} is a connect macro by default,
 # and the connect step is not negotiated, so it is asked for at MAIL.
 # The queue id ("i") is asked for at MAIL as well: Sendmail assigns it
 # there and does not send it again at end of message when asked.
 MACROS = {Milter.M_ENVFROM: ("{auth_authen}", "{auth_type}", "{daemon_name}", "i"), Milter.M_EOM: ("i",)}
-# The only edits the policy makes: header fields added, changed, deleted,
-# and the envelope sender; the MTA is told not to expect any other.
+# The only edits a plan makes: header fields added, inserted, changed,
+# deleted, and the envelope sender; the MTA is told not to expect any other.
 ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.SETSYMLIST
+DISPOSITIONS = {"continue": Milter.CONTINUE, "reject": Milter.REJECT, "tempfail": Milter.TEMPFAIL}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    plan: plan.Plan
+    level: int                                 # of the log line
+    line: str                                  # the message's log line
+    fixups: tuple[tuple[str, str], ...] = ()   # for the fix-up counter
 
 
 class PolicyMilter(Milter.Base):
@@ -155,11 +122,15 @@ class PolicyMilter(Milter.Base):
 
     def reset(self) -> None:
         self.mail_from = ""
-        self.login: str | None = None
+        self.auth_login: str | None = None
+        self.auth_type: str | None = None
+        self.daemon_name: str | None = None
         self.fields: list[Field] = []
         self.nrcpt = 0
         self.failure: str | None = None
         self.mode = Mode.RELAY
+
+    # --- collect --------------------------------------------------------
 
     @Milter.noreply
     @collecting
@@ -167,13 +138,9 @@ class PolicyMilter(Milter.Base):
         self.reset()
         self.settings = self.source.current()
         self.mail_from = mailfrom[1:-1] if mailfrom.startswith("<") and mailfrom.endswith(">") else mailfrom
-        auth_type, daemon = self.getsymval("{auth_type}"), self.getsymval("{daemon_name}")
-        self.login = session_login(self.getsymval("{auth_authen}"), auth_type, daemon,
-                                   self.settings.local_daemon_name)
-        if self.login is None and self.getsymval("{auth_authen}"):
-            log.warning("ignoring login=%s: auth_type=%s on daemon_name=%s, which is not %s",
-                        quote(self.getsymval("{auth_authen}")), quote(auth_type or ""), quote(daemon or ""),
-                        self.settings.local_daemon_name)
+        self.auth_login = self.getsymval("{auth_authen}")
+        self.auth_type = self.getsymval("{auth_type}")
+        self.daemon_name = self.getsymval("{daemon_name}")
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -188,121 +155,100 @@ class PolicyMilter(Milter.Base):
         self.fields.append(Field(name, value))
         return Milter.CONTINUE
 
+    def abort(self) -> int:
+        self.reset()
+        return Milter.CONTINUE
+
+    # --- end of message: decide, apply, log -------------------------------
+
     def eom(self) -> int:
         qid = self.getsymval("i") or "NOQUEUE"
         started = time.perf_counter()
         try:
             if self.failure is not None:
                 raise RuntimeError(f"earlier callback failed: {self.failure}")
-            action = self.decide(qid)
+            verdict = self.decide(qid)
+            action = self.apply(verdict.plan)
+            self.report(verdict)
         except Exception as err:  # noqa: BLE001 - any failure must fail closed
             log.error("%s: error in end-of-message: %s: %s: tempfail", qid, type(err).__name__, quote(str(err)))
-            action = self.refuse(replies.R451_POLICY_ERROR)
+            action = self.apply(plan.refuse(replies.R451_POLICY_ERROR))
         outcome = {Milter.CONTINUE: "accepted", Milter.REJECT: "rejected"}.get(action, "tempfail")
         self.metrics.message("milter", self.mode.value, outcome)
         self.metrics.milter_time(time.perf_counter() - started)
         return action
 
-    def refuse(self, reply) -> int:
-        self.setreply(str(reply.code), reply.enhanced, reply.text.replace("%", "%%"))
-        return Milter.TEMPFAIL if reply.temporary else Milter.REJECT
-
-    def remove_identity(self, who: handoff.HandOff) -> None:
-        for occurrence in who.remove:
-            self.chgheader(handoff.IDENTITY_FIELD, occurrence, "")
-
-    def rate_refusal(self, login: str):
-        """Count this message for login; the refusal when it is over a limit."""
-        rates = self.settings.rates
-        if not rates.active:
-            return None
-        start = limits.window_start(time.time(), rates.window)
-        usage = self.settings.store.add(login, start, rates.window, 1, self.nrcpt)
-        refusal = limits.check_rate(login, usage, rates)
-        if refusal is not None:
-            self.settings.store.add(login, start, rates.window, -1, -self.nrcpt)
-        return refusal
-
-    def decide(self, qid: str) -> int:
+    def decide(self, qid: str) -> Verdict:
+        """Who submitted the message, the policy's decision on it, and the
+        rate limit; warnings about the hand-off are logged here."""
         facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
-        who = handoff.resolve(self.login, self.getsymval("{daemon_name}"),
-                              self.settings.local_daemon_name, self.fields)
+        local = self.settings.local_daemon_name
+        who = handoff.resolve(self.auth_login, self.auth_type, self.daemon_name, local, self.fields)
+        if who.source == "ignored":
+            log.warning("ignoring login=%s: auth_type=%s on daemon_name=%s, which is not %s",
+                        quote(self.auth_login or ""), quote(self.auth_type or ""), quote(self.daemon_name or ""),
+                        local)
         if who.refusal is not None:
-            log.warning("%s: reject: %s field on daemon %s: %s %s", qid, handoff.IDENTITY_FIELD,
-                        quote(self.getsymval("{daemon_name}") or "?"), facts, who.refusal)
-            return self.refuse(who.refusal)
+            return Verdict(plan.refuse(who.refusal), logging.WARNING,
+                           f"{qid}: reject: {handoff.IDENTITY_FIELD} field on daemon "
+                           f"{quote(self.daemon_name or '?')}: {facts} {who.refusal}")
         if who.remove and who.source != "header":
             log.warning("%s: removed %d %s field(s) from a client: %s", qid, len(who.remove),
                         handoff.IDENTITY_FIELD, facts)
         self.mode = mode_for(who.login)
         if self.mode is Mode.RELAY:
-            self.remove_identity(who)
-            log.info("%s: relay: %s: no fix-ups", qid, facts)
-            return Milter.CONTINUE
+            return Verdict(plan.relay(who.remove), logging.INFO, f"{qid}: relay: {facts}: no fix-ups")
         login = who.login or ""
         rules = self.settings.rules
         principal = Principal(login, default_address(login, rules), full_name(login))
         # The policy judges the message as it will leave: without the
-        # identity field, which goes first so that the positions it counts
-        # are the MTA's.
-        fields = [f for f in self.fields if not f.is_(handoff.IDENTITY_FIELD)]
-        decision = decide(fields, self.mail_from, principal, rules, self.settings.fixups, new_stamp())
+        # identity field, which the plan removes first so that the
+        # positions the policy counts are the MTA's.
+        header = [f for f in self.fields if not f.is_(handoff.IDENTITY_FIELD)]
+        decision = submission.decide(header, self.mail_from, principal, rules, self.settings.fixups, new_stamp())
+        who_facts = f"login={quote(login)} {facts}"
         if decision.reply is not None:
-            log.info("%s: reject: login=%s %s: %s", qid, quote(login), facts, decision.reply)
-            return self.refuse(decision.reply)
-        refusal = self.rate_refusal(login)
+            return Verdict(plan.refuse(decision.reply), logging.INFO, f"{qid}: reject: {who_facts}: {decision.reply}")
+        refusal = self.charge_rate(login)
         if refusal is not None:
-            log.info("%s: defer: login=%s %s: %s", qid, quote(login), facts, refusal)
-            return self.refuse(refusal)
-        self.remove_identity(who)
-        if decision.new_sender is not None:
-            # No ESMTP parameters, sent as an empty string: the 8.14 protocol
-            # allows leaving them out, but some MTA-side decoders want both.
-            self.chgfrom(f"<{decision.new_sender}>", "")
-        self.apply(list(decision.edits))
-        for edit in decision.edits:
-            action = "add" if isinstance(edit, AddHeader) else ("change" if edit.value else "delete")
-            self.metrics.fixup(action, edit.name)
-        if decision.new_sender is not None:
-            self.metrics.fixup("rewrite", "envelope-sender")
-        changed = [describe(e) for e in decision.edits]
-        if decision.new_sender is not None:
-            changed.append(f"sender=<{decision.new_sender}>")
-        log.info("%s: submission: login=%s %s fixups=%s: accepted", qid, quote(login), facts,
-                 ",".join(changed) or "none")
-        return Milter.CONTINUE
+            return Verdict(plan.refuse(refusal), logging.INFO, f"{qid}: defer: {who_facts}: {refusal}")
+        return Verdict(plan.accept(who.remove, decision, self.fields), logging.INFO,
+                       f"{qid}: submission: {who_facts} fixups={plan.changes(decision)}: accepted",
+                       plan.fixup_counts(decision))
 
-    def abort(self) -> int:
-        self.reset()
-        return Milter.CONTINUE
+    def charge_rate(self, login: str) -> Reply | None:
+        """Count this message for login in the rate store; the refusal when it
+        is over a limit (limits.rate_verdict decides, and on the refund)."""
+        rates = self.settings.rates
+        if not rates.active:
+            return None
+        start = limits.window_start(time.time(), rates.window)
+        charged = limits.charge(self.nrcpt)
+        totals = self.settings.store.add(login, start, rates.window, charged.messages, charged.recipients)
+        verdict = limits.rate_verdict(login, charged, totals, rates)
+        if verdict.refund is not None:
+            self.settings.store.add(login, start, rates.window, verdict.refund.messages, verdict.refund.recipients)
+        return verdict.refusal
 
-    def apply(self, edits: list[Edit]) -> None:
-        inserted = 0
-        for position, edit in enumerate(edits):
-            if isinstance(edit, AddHeader) and edit.index is None:
-                self.addheader(edit.name, edit.value)
-            elif isinstance(edit, AddHeader):
-                # The policy's index is a 0-based position among the fields
-                # the milter saw.  Postfix and Sendmail count insert positions
-                # after their own Received: (index 0 would go above it, 1 just
-                # below it), so position p is index p + 1; each field we
-                # insert moves the next one down, keeping the policy's order.
-                inserted += 1
-                self.addheader(edit.name, edit.value, edit.index + inserted)
-                # Sendmail's header templates (Date:, From:, Message-Id: and
-                # their Resent- variants) stay beside an inserted field, where
-                # an appended one replaces them.  Deleting the occurrence after
-                # the last one the message has removes that default (a no-op
-                # on Postfix, which has none).
-                have = sum(1 for f in self.fields if f.is_(edit.name))
-                have += sum(1 for e in edits[:position + 1]
-                            if isinstance(e, AddHeader) and e.name.lower() == edit.name.lower())
-                self.chgheader(edit.name, have + 1, "")
-            elif isinstance(edit, ChangeHeader):
-                self.chgheader(edit.name, edit.occurrence, edit.value)
+    def apply(self, todo: plan.Plan) -> int:
+        """The plan's libmilter calls, in order; its disposition."""
+        for action in todo.actions:
+            match action:
+                case ("addheader", name, value):
+                    self.addheader(name, value)
+                case ("insheader", index, name, value):
+                    self.addheader(name, value, index)
+                case ("chgheader", name, index, value):
+                    self.chgheader(name, index, value)
+                case ("chgfrom", sender, parameters):
+                    self.chgfrom(sender, parameters)
+                case ("setreply", code, enhanced, text):
+                    self.setreply(code, enhanced, text)
+                case _:
+                    raise ValueError(f"not a milter action: {action!r}")
+        return DISPOSITIONS[todo.disposition]
 
-
-def describe(edit: Edit) -> str:
-    if isinstance(edit, AddHeader):
-        return f"+{edit.name}"
-    return f"-{edit.name}" if not edit.value else f"~{edit.name}"
+    def report(self, verdict: Verdict) -> None:
+        log.log(verdict.level, "%s", verdict.line)
+        for action, what in verdict.fixups:
+            self.metrics.fixup(action, what)

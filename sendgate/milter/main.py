@@ -76,22 +76,11 @@ import milter as libmilter
 
 from sendgate import config, daemon
 from sendgate.metrics import Metrics
-from sendgate.milter.adapter import ACTIONS, MilterSettings, PolicyMilter, SettingsSource
+from sendgate.milter.adapter import ACTIONS, PolicyMilter
 from sendgate.milter.ratestore import StoreError, open_store
-from sendgate.policy.limits import RateLimits
+from sendgate.milter.settings import SettingsSource, settings_from
 
 PROGRAM = "sendgate/milter"
-
-
-def settings_from(cfg, store) -> MilterSettings:
-    return MilterSettings(
-        fixups=cfg.fixup_settings(),
-        rules=cfg.sender_rules(),
-        rates=RateLimits(window=cfg.rate_window, messages=cfg.rate_message_limit,
-                         recipients=cfg.rate_recipient_limit),
-        store=store,
-        local_daemon_name=cfg.milter_local_daemon_name,
-    )
 
 
 def register() -> None:

@@ -57,7 +57,7 @@ depth, so any input is read in time linear in its length.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 
@@ -510,11 +510,6 @@ def mailboxes(value: str) -> list[Mailbox]:
     return out
 
 
-def qualify(mailbox: Mailbox, domain: str) -> Mailbox:
-    """A copy with the domain filled in when it is empty (RFC 6409 §4.2)."""
-    return mailbox if mailbox.domain else replace(mailbox, domain=domain)
-
-
 def _split_addr(addr_spec: str) -> tuple[str, str | None]:
     """(local part, domain or None): the domain follows the last '@' that is
     outside a quoted string and outside a domain literal."""
@@ -542,6 +537,17 @@ def _split_addr(addr_spec: str) -> tuple[str, str | None]:
     if at < 0:
         return addr_spec, None
     return addr_spec[:at], addr_spec[at + 1:]
+
+
+def qualify(addr_spec: str, domain: str) -> str:
+    """addr_spec with "@domain" appended when it has no domain (RFC 6409
+    §4.2, Postfix's append_at_myorigin); the null address '' stays as it is.
+    The one rule for envelope paths (sendgate.policy.sender) and header
+    mailboxes (envelope, fixups, submission) alike: an '@' inside a quoted
+    local part is not a domain."""
+    if not addr_spec or _split_addr(addr_spec)[1] is not None:
+        return addr_spec
+    return f"{addr_spec}@{domain}"
 
 
 def normalize_addr(addr_spec: str) -> str:

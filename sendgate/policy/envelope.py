@@ -1,4 +1,4 @@
-"""Recipients from the message header (RCPTHDR; DESIGN.md §6 rules 3-6).
+"""Recipients from the message header (RCPTHDR), and the resent blocks.
 
 recipients_from_header(header, domain, extra) picks the fields that name the
 recipients, parses them, and returns the envelope recipients plus the fields
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sendgate.policy.addresses import AddressSyntaxError, mailboxes, normalize_addr, qualify
-from sendgate.policy.message import Field
+from sendgate.policy.message import Field, valid_utf8
 
 _TRACE = frozenset({"received", "return-path"})
 _NORMAL_SOURCES = frozenset({"to", "cc", "bcc"})
@@ -75,13 +75,11 @@ class Extraction:
     resent: bool                  # a resent block was the source
 
 
-def reply_text(err: HeaderError) -> str:
-    """The text of the reply rejecting the message, without the code (the
-    caller prefixes 554), e.g. "5.6.0 Resent-To: ambiguous resent fields"."""
-    return f"5.6.0 {err}"
-
-
-def _is_resent(field: Field) -> bool:
+def is_resent(field: Field) -> bool:
+    """A Resent- field (RFC 5322 §3.6.6).  A message with any is being
+    re-sent for the fix-ups (sendgate.policy.fixups), as for Postfix's
+    cleanup; RCPTHDR switches to resent mode only on Resent-To, -Cc or
+    -Bcc (rule 2 above)."""
     return field.name.lower().startswith("resent-")
 
 
@@ -90,7 +88,7 @@ def _runs(header: Sequence[Field]) -> list[list[int]]:
     runs: list[list[int]] = []
     previous = -2
     for i, field in enumerate(header):
-        if _is_resent(field):
+        if is_resent(field):
             if i == previous + 1:
                 runs[-1].append(i)
             else:
@@ -115,7 +113,7 @@ def resent_block(header: Sequence[Field]) -> list[int]:
     """Indexes of the resent block to use (see the module docstring)."""
     runs = _runs(header)
     first_ordinary = next(
-        (i for i, f in enumerate(header) if not _is_resent(f) and f.name.lower() not in _TRACE),
+        (i for i, f in enumerate(header) if not is_resent(f) and f.name.lower() not in _TRACE),
         len(header),
     )
     if len(runs) == 1 or runs[-1][-1] < first_ordinary:
@@ -131,11 +129,6 @@ def resent_block(header: Sequence[Field]) -> list[int]:
     if repeated is not None:
         raise HeaderError(repeated, "ambiguous resent fields")
     return every
-
-
-def _has_surrogate(text: str) -> bool:
-    # surrogateescape turns each byte that is not UTF-8 into U+DC80..U+DCFF.
-    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def recipients_from_header(header: Sequence[Field], domain: str, extra: Sequence[str] = ()) -> Extraction:
@@ -178,10 +171,9 @@ def recipients_from_header(header: Sequence[Field], domain: str, extra: Sequence
         except AddressSyntaxError as err:
             raise HeaderError(field.name, str(err)) from None
         for mailbox in found:
-            mailbox = qualify(mailbox, domain)
-            if _has_surrogate(mailbox.domain):
+            if not valid_utf8(mailbox.domain):
                 raise HeaderError(field.name, "address is not valid UTF-8")
-            add(mailbox.addr_spec)
+            add(qualify(mailbox.addr_spec, domain))
 
     if not recipients:
         raise HeaderError(missing, "no recipients found in the message header")

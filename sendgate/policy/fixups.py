@@ -3,7 +3,7 @@
 Input: the header as received, the principal, the settings, and a Stamp
 carrying the two values that need a clock or randomness (the caller makes
 them, so this module stays pure and its tests exact).  Output: a list of
-Edits for the adapter to apply (milter addheader/chgheader).
+Edits, which sendgate/milter/plan.py turns into milter actions.
 
 Rules, each switchable:
 * Date, Message-ID: added when missing (§8.2, §8.3).
@@ -33,8 +33,9 @@ import base64
 from dataclasses import dataclass
 from typing import Sequence
 
-from sendgate.policy.addresses import AddressSyntaxError, Group, Mailbox, mailboxes, normalize_addr, parse_address_list
-from sendgate.policy.envelope import HeaderError, resent_block
+from sendgate.policy.addresses import (AddressSyntaxError, Group, Mailbox, mailboxes, normalize_addr,
+                                       parse_address_list, qualify)
+from sendgate.policy.envelope import HeaderError, is_resent, resent_block
 from sendgate.policy.identity import Principal
 from sendgate.policy.message import AddHeader, ChangeHeader, Edit, Field, apply_edits, find
 
@@ -80,10 +81,6 @@ def format_mailbox(display_name: str, address: str, encode: bool = True) -> str:
     return f"{shown} <{address}>" if shown else address
 
 
-def is_resent(header: Sequence[Field]) -> bool:
-    return any(f.name.lower().startswith("resent-") for f in header)
-
-
 def _occurrence(header: Sequence[Field], index: int) -> int:
     """1-based number of header[index] among the fields of its name."""
     return find(header, header[index].name).index(index) + 1
@@ -106,7 +103,7 @@ def _qualified_value(value: str, domain: str) -> str | None:
         return None
 
     def render(m: Mailbox) -> str:
-        addr = m.addr_spec if m.domain else f"{m.local_part}@{domain}"
+        addr = qualify(m.addr_spec, domain)
         return format_mailbox(m.display_name, addr, encode=False) if m.display_name else addr
 
     flat = [m for item in items for m in (item.members if isinstance(item, Group) else (item,))]
@@ -175,7 +172,7 @@ def _bcc_edits(header: Sequence[Field], scope: Sequence[int], name: str) -> list
 
 def submission_fixups(header: Sequence[Field], principal: Principal, settings: FixupSettings,
                       stamp: Stamp) -> list[Edit]:
-    resent = is_resent(header)
+    resent = any(is_resent(f) for f in header)
     prefix = "Resent-" if resent else ""
     scope: Sequence[int] = range(len(header))
     if resent:

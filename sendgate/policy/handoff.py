@@ -1,9 +1,12 @@
 """Who submitted a message, as the milter learns it from the MTA.
 
-Two hand-offs carry the login from sendgate-submitd to the MTA (DESIGN.md §5):
+Two hand-offs carry the login from sendgate-submitd to the MTA:
 
 * Postfix: XCLIENT LOGIN= on the dedicated smtpd service; the milter sees
-  {auth_authen}, as it does for SASL logins on the submission port.
+  {auth_authen}, as it does for SASL logins on the submission port.  Only
+  that service (local_daemon_name) accepts XCLIENT, so an XCLIENT login on
+  any other service means XCLIENT was allowed there by mistake and a network
+  client may have named itself: the login is ignored and the mail relayed.
 * Sendmail, which has no XCLIENT: the submit daemon prepends one
   X-Sendgate-Login: field (the login as xtext) to the message and sends it
   to a dedicated daemon socket (DaemonPortOptions Family=local,
@@ -37,7 +40,8 @@ class HandOff:
     login: str | None            # the submitting login; None: not a submission
     refusal: Reply | None        # refuse the message with this, when set
     remove: tuple[int, ...]      # occurrences (1-based) of IDENTITY_FIELD to delete
-    source: str                  # "auth", "header" or "none", for the log
+    source: str                  # for the log: "auth", "header", "none", or "ignored"
+                                 # (an XCLIENT login on another service)
 
 
 def unxtext(text: str) -> str | None:
@@ -48,11 +52,15 @@ def unxtext(text: str) -> str | None:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def resolve(auth_login: str | None, daemon_name: str | None, local_daemon_name: str,
-            header: list[Field] | tuple[Field, ...]) -> HandOff:
-    """The login of a message from the MTA's facts and the header it received."""
+def resolve(auth_login: str | None, auth_type: str | None, daemon_name: str | None,
+            local_daemon_name: str, header: list[Field] | tuple[Field, ...]) -> HandOff:
+    """The login of a message, from the session's macros ({auth_authen},
+    {auth_type}, {daemon_name}) and the header the MTA received: the one
+    place where the milter decides who submitted a message."""
     places = find(header, IDENTITY_FIELD)
     remove = tuple(range(len(places), 0, -1))  # highest first: indexes stay valid
+    if auth_login and (auth_type or "").upper() == "XCLIENT" and daemon_name != local_daemon_name:
+        return HandOff(None, None, remove, "ignored")
     if auth_login:
         return HandOff(auth_login, None, remove, "auth")
     if daemon_name != local_daemon_name:

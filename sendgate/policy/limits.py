@@ -1,12 +1,14 @@
 """Rate limits per principal: messages and recipients per time window.
 
 The window is fixed: time is cut into slices of `window` seconds, and a
-principal's counters start again at zero in each slice.  The caller (the
-milter) keeps the counters in a store shared by every path into the MTA, adds
-the message it is deciding on, and asks check_rate whether the totals, this
-message included, stay within the limits.  A refused message is taken off the
-counters again, so retrying after a refusal does not push the principal
-further over.  A limit of 0 means no limit.
+principal's counters start again at zero in each slice.  The milter keeps the
+counters in a store shared by every path into the MTA
+(sendgate/milter/ratestore.py).  For each submitted message it adds what
+charge() says, and rate_verdict() decides on the totals that come back, this
+message included: within the limits, or refused, in which case the verdict
+also says what to take off the counters again, so that retrying after a
+refusal does not push the principal further over.  A limit of 0 means no
+limit.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from sendgate.replies import Reply
 
 @dataclass(frozen=True)
 class RateLimits:
-    window: int = 3600       # seconds
-    messages: int = 0        # most messages per window; 0: no limit
-    recipients: int = 0      # most recipients per window, summed over messages; 0: no limit
+    """No defaults here: they are declared once, in the configuration schema
+    (rate_window, rate_message_limit, rate_recipient_limit in sendgate/config.py)."""
+
+    window: int              # seconds
+    messages: int            # most messages per window; 0: no limit
+    recipients: int          # most recipients per window, summed over messages; 0: no limit
 
     @property
     def active(self) -> bool:
@@ -30,15 +35,27 @@ class RateLimits:
 
 @dataclass(frozen=True)
 class Usage:
-    """What a principal has sent in the current window, this message included."""
+    """What a principal has sent in the current window, this message included
+    (or, as a charge or a refund, what to add to that)."""
 
     messages: int
     recipients: int
 
 
+@dataclass(frozen=True)
+class RateVerdict:
+    refusal: Reply | None    # the temporary refusal, or None: within the limits
+    refund: Usage | None     # add this to the counters again (the refused message's charge undone)
+
+
 def window_start(now: float, window: int) -> int:
     """The first second of the window that holds now."""
     return int(now // window) * window
+
+
+def charge(recipients: int) -> Usage:
+    """What one message to that many recipients adds to the counters."""
+    return Usage(1, recipients)
 
 
 def check_rate(login: str, usage: Usage, limits: RateLimits) -> Reply | None:
@@ -50,3 +67,12 @@ def check_rate(login: str, usage: Usage, limits: RateLimits) -> Reply | None:
         return replies.R451_RECIPIENT_RATE.format(login=login, limit=str(limits.recipients),
                                                   window=str(limits.window))
     return None
+
+
+def rate_verdict(login: str, charged: Usage, totals: Usage, limits: RateLimits) -> RateVerdict:
+    """The verdict on a message that was charged to the counters, given the
+    totals after the charge; a refused message is not counted."""
+    refusal = check_rate(login, totals, limits)
+    if refusal is None:
+        return RateVerdict(None, None)
+    return RateVerdict(refusal, Usage(-charged.messages, -charged.recipients))

@@ -40,6 +40,13 @@ def encode(text: str) -> bytes:
     return text.encode(ENCODING, ERRORS)
 
 
+def valid_utf8(text: str) -> bool:
+    """Whether text came from bytes that were valid UTF-8: decode() turns
+    each byte that is not into a lone surrogate (U+DC80..U+DCFF), and text
+    with any surrogate cannot be written out as UTF-8."""
+    return not any("\ud800" <= c <= "\udfff" for c in text)
+
+
 def _is_field_name(name: str) -> bool:
     # RFC 5322 §3.6.8: printable US-ASCII except colon.
     return bool(name) and all(33 <= ord(c) <= 126 for c in name)
@@ -97,15 +104,6 @@ def delete_fields(data: bytes, indexes: tuple[int, ...] | list[int]) -> bytes:
             pos = end
     out.append(data[pos:])
     return b"".join(out)
-
-
-def render_field(field: Field) -> bytes:
-    """One field as CRLF-terminated wire bytes."""
-    return encode(field.name + ": " + field.value.replace("\n", "\r\n")) + b"\r\n"
-
-
-def join_message(header: list[Field], body: bytes) -> bytes:
-    return b"".join(render_field(f) for f in header) + b"\r\n" + body
 
 
 def find(header: list[Field] | tuple[Field, ...], name: str) -> list[int]:

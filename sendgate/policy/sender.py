@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from sendgate import replies
+from sendgate.policy.addresses import qualify
 from sendgate.replies import Reply
 
 
@@ -40,11 +41,6 @@ class SenderRules:
     allow_null_sender: bool = True
     envelope_mismatch: Mismatch = Mismatch.REJECT
     from_mismatch: Mismatch = Mismatch.SENDER
-
-
-def qualify(address: str, domain: str) -> str:
-    """An unqualified envelope address gets @domain (RFC 6409 §4.2)."""
-    return address if (not address or "@" in address) else f"{address}@{domain}"
 
 
 def _split(address: str) -> tuple[str, str]:
@@ -65,17 +61,22 @@ def _matches(pattern: str, address: str) -> bool:
     return p_local == a_local
 
 
+def _login_address(login: str, rules: SenderRules) -> str:
+    return f"{login}@{rules.domain}"
+
+
 def patterns_for(login: str, rules: SenderRules) -> tuple[str, ...]:
-    return rules.login_maps.get(login) or (f"{login}@{rules.domain}",)
+    return rules.login_maps.get(login) or (_login_address(login, rules),)
 
 
 def default_address(login: str, rules: SenderRules) -> str:
-    """The address a login sends as when it names none: its first exact pattern."""
+    """The address a login sends as when it names none: its first exact
+    pattern, else login@domain (all its patterns are wildcards)."""
     for pattern in patterns_for(login, rules):
         local, _ = _split(pattern)
         if "*" not in local:
             return pattern
-    return f"{login}@{rules.domain}"
+    return _login_address(login, rules)
 
 
 def may_use(login: str, address: str, rules: SenderRules) -> bool:

@@ -53,7 +53,7 @@ def from_addresses(header: Sequence[Field], domain: str) -> list[str] | Reply:
     for field in header:
         if field.is_("From"):
             try:
-                found.extend(qualify(m, domain).addr_spec for m in mailboxes(field.value))
+                found.extend(qualify(m.addr_spec, domain) for m in mailboxes(field.value))
             except AddressSyntaxError as err:
                 return replies.R554_HEADER.format(detail=f"{field.name}: {err}")
     return found
