@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import delivered, hup_submitd, sendmail, unique_marker
-from sendgate.milter.adapter import SettingsSource
+from sendgate.milter.settings import SettingsSource
 
 
 @contextlib.contextmanager
