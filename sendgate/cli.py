@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             for finding in problems:
                 print(f"sendgate: {path}: {finding.text}", file=sys.stderr)
             return EX_CONFIG if problems else 0
-        findings = status.submit_daemon(cfg) + status.milter_daemon(cfg) + status.postfix(cfg)
+        findings = status.submit_daemon(cfg) + status.spool_queue(cfg) + status.milter_daemon(cfg) + status.postfix(cfg)
         for finding in findings:
             print(finding)
         return 1 if any(f.problem for f in findings) else 0

@@ -227,3 +227,12 @@ def own_entries(directory: str, uid: int) -> list[tuple[str, str]]:
                         pass
                 break
     return [(state, name) for state, rest, name in sorted(found, key=lambda f: written_at(f[1]))]
+
+
+def summary(directory: str) -> tuple[int, float | None, int]:
+    """For `sendgate status`: how many entries wait, when the oldest was
+    saved (None: none waits), how many were set aside (bad or refused)."""
+    names = os.listdir(directory)
+    waiting_now = [written_at(n) for n in names if owner_of(n) is not None]
+    aside = sum(1 for n in names if n.startswith((BAD, REFUSED)))
+    return len(waiting_now), min(waiting_now, default=None), aside

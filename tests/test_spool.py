@@ -196,6 +196,8 @@ def test_resubmit_list_shows_own_entries_only(spooled):
         run_as("sgtest3", [program("sendgate-sendmail"), "-t", "-i"], message("list-me"), stack.env())
         mine = run_as("sgtest3", [program("sendgate"), "resubmit", "--list"], env=stack.env())
         theirs = run_as("sgtest4", [program("sendgate"), "resubmit", "--list"], env=stack.env())
+        status = subprocess.run([program("sendgate"), "status", "--config", stack.config],
+                                capture_output=True, text=True, timeout=60).stdout.splitlines()
         sent = run_as("sgtest3", [program("sendgate"), "resubmit"], env={**stack.env(),
                                                                         "SENDGATE_SOCKET": "/nonexistent"})
     finally:
@@ -205,4 +207,6 @@ def test_resubmit_list_shows_own_entries_only(spooled):
     assert all(f"/{pwd.getpwnam('sgtest3').pw_uid}." in line for line in lines)
     assert b"sgtest3" not in theirs.stdout and str(pwd.getpwnam("sgtest3").pw_uid).encode() + b"." not in theirs.stdout
     assert sent.returncode == 75
+    assert f"spool: {spool_dir} mode 3777 sendgate:sendgate" in status
+    assert any(line.startswith("spool: 1 message(s) waiting, oldest saved ") for line in status), status
     assert len(delivered(stack, "list-me")) >= 1
