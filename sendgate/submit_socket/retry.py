@@ -120,7 +120,7 @@ class Retry:
         cfg = self.service.cfg
         limit = cfg.spool_user_size_limit
         try:
-            found = spool.read_entry(dfd, name, limit - used.get(spool.owner_of(name), 0))
+            found = spool.read_entry(dfd, name, limit)
         except spool.Refused as why:
             log.warning("spool: %s: refused, set aside as %s%s: %s", name, spool.BAD, name, why)
             spool.set_aside(dfd, name, spool.BAD)
@@ -129,7 +129,11 @@ class Retry:
             return
         fd, uid, envelope, message = found
         try:
-            used[uid] = used.get(uid, 0) + os.fstat(fd).st_size
+            size = os.fstat(fd).st_size
+            if used.get(uid, 0) + size > limit:
+                log.info("spool: %s: uid=%d: waits for the next pass (spool_user_size_limit)", name, uid)
+                return
+            used[uid] = used.get(uid, 0) + size
             code, text = await submit(self.service, self.registry, uid, envelope, message)
             if code == 250:
                 os.unlink(name, dir_fd=dfd)
