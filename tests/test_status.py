@@ -29,7 +29,8 @@ def test_status_of_a_running_stack(stack):
     patterns = [
         rf"submitd: socket {d}/run/submit\.sock mode 0666 root:root",
         r"submitd: up, \d+ session\(s\) open, the MTA answers",
-        re.escape("spool: /var/spool/sendgate/deferred: No such file or directory; failed messages go to ~/dead.letter"),
+        re.escape("spool: /var/spool/sendgate/deferred: No such file or directory;"
+                  " failed messages go to ~/dead.letter"),
         rf"milter: socket {d}/run/milter/milter\.sock mode 0660 sendgate:postfix",
         r"milter: up",
         rf"postfix: {d}/postfix/etc: smtpd_milters = unix:{d}/run/milter/milter\.sock; "
