@@ -184,19 +184,26 @@ def test_delegated_command_coming_back_is_stopped(stack, public_dir):  # noqa: F
 HEAVY = {"asyncio", "email", "yaml", "argparse", "socket", "selectors", "re", "enum", "aiosmtpd", "Milter"}
 
 
-def test_send_path_imports_only_what_it_needs(stack, request):
+@pytest.mark.parametrize("args,extra", [
+    pytest.param(["-t", "-i"], set(), id="t-i"),
+    pytest.param(["-t", "-i", "-F", "Cron Daemon"], {"sendgate.sendmail_shim.fullname", "binascii"}, id="F"),
+    pytest.param(["-t", "-i", "-F", "Jörg (Cron)"], {"sendgate.sendmail_shim.fullname", "binascii"}, id="F-non-ascii"),
+])
+def test_send_path_imports_only_what_it_needs(stack, request, args, extra):
     import sendgate
     m = unique_marker(request)
     site_dir = str(pathlib.Path(sendgate.__file__).parent.parent)
     code = (f"import sys; sys.path.insert(0, {site_dir!r}); sys.argv[0] = 'sendmail'; "
             "from sendgate.sendmail_shim.main import main; sys.exit(main())")
-    result = run_as(USER, [program("python"), "-X", "importtime", "-I", "-S", "-c", code, "-t", "-i"],
+    result = run_as(USER, [program("python"), "-X", "importtime", "-I", "-S", "-c", code, *args],
                     f"To: bob@example.net\nSubject: {m}\n\nx\n".encode(), stack.env())
     assert result.returncode == 0
     imported = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert "sendgate.sendmail_shim.main" in imported
     assert {name.split(".")[0] for name in imported} & HEAVY == set()
+    assert {"sendgate.policy", "dataclasses", "inspect", "typing"} & imported == set()
+    assert extra <= imported
     assert len(delivered(stack, m)) == 1
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from sendgate import config
 from sendgate.sendmail_shim.client import Failure, status_for
-from sendgate.sendmail_shim.main import cut_at_dot, with_from
+from sendgate.sendmail_shim.fullname import with_from
+from sendgate.sendmail_shim.main import cut_at_dot
 from sendgate.sendmail_shim.modes import DELEGATED
 from sendgate.sendmail_shim.options import parse_args, split_recipients
 
@@ -129,4 +130,4 @@ def test_help_is_the_manual(capsys):
     from sendgate.sendmail_shim.main import run
     assert run(["sendmail", "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("NAME\n    sendgate-sendmail") and "DIAGNOSTICS" in out and "DEAD LETTERS" in out
+    assert out.startswith("NAME\n    sendgate-sendmail") and "DIAGNOSTICS" in out and "SAVED MESSAGES" in out

@@ -29,6 +29,8 @@ def test_status_of_a_running_stack(stack):
     patterns = [
         rf"submitd: socket {d}/run/submit\.sock mode 0666 root:root",
         r"submitd: up, \d+ session\(s\) open, the MTA answers",
+        re.escape("spool: /var/spool/sendgate/deferred: No such file or directory;"
+                  " failed messages go to ~/dead.letter"),
         rf"milter: socket {d}/run/milter/milter\.sock mode 0660 sendgate:postfix",
         r"milter: up",
         rf"postfix: {d}/postfix/etc: smtpd_milters = unix:{d}/run/milter/milter\.sock; "
@@ -90,6 +92,8 @@ def test_status_with_everything_down(tmp_path):
                       f"postfix_config_directory: {tmp_path}/no-postfix\n")
     status, out, _ = run("status", "--config", str(config))
     assert status == 1
-    assert out.splitlines()[:2] == [f"problem: submitd: down: no socket {tmp_path}/none.sock",
+    assert out.splitlines()[:3] == [f"problem: submitd: down: no socket {tmp_path}/none.sock",
+                                    "spool: /var/spool/sendgate/deferred: No such file or directory;"
+                                    " failed messages go to ~/dead.letter",
                                     f"problem: milter: down: no socket {tmp_path}/none-milter.sock"]
-    assert out.splitlines()[2].startswith(f"problem: postfix: cannot read the configuration in {tmp_path}/no-postfix")
+    assert out.splitlines()[3].startswith(f"problem: postfix: cannot read the configuration in {tmp_path}/no-postfix")

@@ -10,7 +10,7 @@ SYNOPSIS
     sendgate config-doc
     sendgate man-pages DIR
     sendgate setup-postfix [--root DIR] [--domain DOMAIN] [--undo]
-    sendgate resubmit [-v] [FILE]
+    sendgate resubmit [-v] [--list] [FILE]
     sendgate install-shim [--root DIR]
     sendgate uninstall-shim [--root DIR]
 
@@ -59,8 +59,9 @@ DESCRIPTION
                   for the rest.
     man-pages     Write the manual pages, built from each command's --help
                   and from the configuration schema, into DIR.
-    resubmit      Send the messages the sendmail command saved in
-                  ~/dead.letter (or FILE) again, as the user who runs it;
+    resubmit      Send the messages the sendmail command saved for the user
+                  who runs it in the spool and ~/dead.letter (or FILE only)
+                  again, as that user; --list lists them instead;
                   each is removed only after the MTA accepted it, the rest
                   of the file is kept as it was.  -v prints the dialogue.
     install-shim  Put the sendmail command in place of /usr/sbin/sendmail,
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     man.add_argument("dir")
     resubmit = commands.add_parser("resubmit", help="send saved dead letters again")
     resubmit.add_argument("-v", "--verbose", action="store_true")
+    resubmit.add_argument("--list", action="store_true", help="list the saved messages, send nothing")
     resubmit.add_argument("file", nargs="?", default=None)
     for name in ("install-shim", "uninstall-shim"):
         shim = commands.add_parser(name, help=f"{name.split('-')[0]} the sendmail command as /usr/sbin/sendmail")
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             for finding in problems:
                 print(f"sendgate: {path}: {finding.text}", file=sys.stderr)
             return EX_CONFIG if problems else 0
-        findings = status.submit_daemon(cfg) + status.milter_daemon(cfg) + status.postfix(cfg)
+        findings = status.submit_daemon(cfg) + status.spool_queue(cfg) + status.milter_daemon(cfg) + status.postfix(cfg)
         for finding in findings:
             print(finding)
         return 1 if any(f.problem for f in findings) else 0
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "resubmit":
         from sendgate.sendmail_shim import deadletter
-        return deadletter.command(args.file, args.verbose)
+        return deadletter.command(args.file, args.verbose, args.list)
     if args.command in ("install-shim", "uninstall-shim"):
         from sendgate.admin import install
         try:

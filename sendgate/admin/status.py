@@ -13,6 +13,7 @@ import os
 import pwd
 import socket
 import stat
+import time
 from dataclasses import dataclass
 
 from sendgate.postfix import PostconfError, greeting, postconf, service_name
@@ -69,6 +70,23 @@ def submit_daemon(cfg) -> list[Finding]:
         out.append(Finding(f"submitd: up, {sessions} session(s) open, the MTA answers"))
     else:
         out.append(Finding(f"submitd: up, {sessions} session(s) open, but: {answer}", True))
+    return out
+
+
+def spool_queue(cfg) -> list[Finding]:
+    """The spool (docs/spool.md): its mode, how many messages wait, the oldest."""
+    from sendgate import spool
+    path = cfg.spool_directory
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        count, oldest, aside = spool.summary(path)
+    except OSError as err:
+        return [Finding(f"spool: {path}: {err.strerror}; failed messages go to ~/dead.letter")]
+    out = [Finding(f"spool: {path} {_mode(path)}")]
+    if mode != spool.DIRECTORY_MODE:
+        out.append(Finding(f"spool: {path} has mode {mode:04o}, expected {spool.DIRECTORY_MODE:04o}", True))
+    since = "" if oldest is None else ", oldest saved " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(oldest))
+    out.append(Finding(f"spool: {count} message(s) waiting{since}; {aside} set aside"))
     return out
 
 

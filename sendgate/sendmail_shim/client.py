@@ -20,7 +20,7 @@ DEFAULT_SOCKET = "/run/sendgate/submit.sock"
 REPLY_TIMEOUT = 600  # seconds; the server's end-of-data wait is shorter
 
 # The keys of sendgate.yaml this command reads (CONFIGURATION in main.py's manual).
-SETTINGS = ("submit_socket", "myorigin", "myhostname",
+SETTINGS = ("submit_socket", "spool_directory", "myorigin", "myhostname",
             "sendmail_mailq_command", "sendmail_newaliases_command", "sendmail_flush_command")
 
 

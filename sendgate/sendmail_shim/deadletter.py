@@ -1,17 +1,11 @@
-"""Dead letters: messages the sendmail command could not hand to the MTA,
-kept in ~/dead.letter, and `sendgate resubmit`, which sends them again.
+"""Saved messages: the sendmail command keeps a message it could not hand
+to the MTA in the spool (sendgate/spool.py, docs/spool.md), and in
+~/dead.letter only when the spool cannot be written; `sendgate resubmit`
+sends the user's own spool entries and ~/dead.letter again.
 
-The file is an mbox ("mboxrd": a body line starting with "From ", after any
-number of ">", gets one more ">"), so mail readers open it.  Each entry is
-
-    From <sender> <asctime>
-    X-Sendgate-Envelope-From: <sender>
-    X-Sendgate-Envelope-To: <rcpt>, <rcpt>        or (none)
-    X-Sendgate-Extract: yes | no                  (sendmail -t: RCPTHDR)
-    X-Sendgate-Mail-Parameters: BODY=8BITMIME ... (only when there are any)
-    X-Sendgate-Rcpt-Parameters: NOTIFY=...        (only when there are any)
-    <the message, LF line ends>
-    <empty line>
+~/dead.letter is an mbox ("mboxrd": a body line starting with "From ",
+after any number of ">", gets one more ">"), so mail readers open it; each
+entry is in the spool's entry format (sendgate/spool.py).
 
 Writers and the resubmitter take an exclusive flock() on the file.  The
 resubmitter replaces the file (write a new one, rename it over) once it is
@@ -37,11 +31,23 @@ import pwd
 import sys
 import time
 
+from sendgate import spool
 from sendgate.sendmail_shim.client import (EX_NOINPUT, EX_OK, Envelope, Failure, read_settings, send,
                                            socket_path)
+from sendgate.spool import format_entry, parse_entry
 
-FIELDS = ("X-Sendgate-Envelope-From", "X-Sendgate-Envelope-To", "X-Sendgate-Extract",
-          "X-Sendgate-Mail-Parameters", "X-Sendgate-Rcpt-Parameters")
+
+def spool_directory(settings: dict[str, str]) -> str:
+    return settings.get("spool_directory") or spool.DEFAULT_DIRECTORY
+
+
+def keep(message: bytes, envelope: Envelope, settings: dict[str, str]) -> str | None:
+    """Save a message that was not sent: in the spool, else appended to
+    ~/dead.letter; where it went, or None when neither could take it."""
+    try:
+        return spool.save(spool_directory(settings), message, envelope)
+    except OSError:
+        return save(message, envelope)
 
 
 def default_path() -> str | None:
@@ -49,20 +55,6 @@ def default_path() -> str | None:
         return os.path.join(pwd.getpwuid(os.getuid()).pw_dir, "dead.letter")
     except KeyError:
         return None
-
-
-def format_entry(message: bytes, envelope: Envelope, when: str) -> bytes:
-    params = [p for p in envelope.mail_params if p != "RCPTHDR"]
-    lines = [f"From {envelope.sender or 'MAILER-DAEMON'} {when}",
-             f"{FIELDS[0]}: <{envelope.sender}>",
-             f"{FIELDS[1]}: " + (", ".join(f"<{r}>" for r in envelope.recipients) or "(none)"),
-             f"{FIELDS[2]}: " + ("yes" if envelope.extract else "no")]
-    lines += [f"{FIELDS[3]}: {' '.join(params)}"] if params else []
-    lines += [f"{FIELDS[4]}: {' '.join(envelope.rcpt_params)}"] if envelope.rcpt_params else []
-    body = message.replace(b"\r\n", b"\n")
-    quoted = b"\n".join(b">" + line if line.lstrip(b">").startswith(b"From ") else line
-                        for line in body.split(b"\n"))
-    return "\n".join(lines + [""]).encode("utf-8", "surrogateescape") + quoted.rstrip(b"\n") + b"\n\n"
 
 
 def split_entries(data: bytes) -> list[bytes]:
@@ -76,35 +68,6 @@ def split_entries(data: bytes) -> list[bytes]:
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
     return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)]) if data[a:b]]
-
-
-def parse_entry(chunk: bytes) -> tuple[Envelope, bytes] | None:
-    """The envelope and message of one of our entries, or None for any
-    other text (kept as it is)."""
-    lines = chunk.split(b"\n")
-    if not lines[0].startswith(b"From ") or len(lines) < 4:
-        return None
-    values: dict[str, str] = {}
-    n = 1
-    for name in FIELDS:
-        prefix = name.encode() + b": "
-        if n < len(lines) and lines[n].startswith(prefix):
-            values[name] = lines[n][len(prefix):].decode("utf-8", "surrogateescape")
-            n += 1
-    if not all(name in values for name in FIELDS[:3]) or not chunk.endswith(b"\n\n"):
-        return None
-    sender = values[FIELDS[0]]
-    to = values[FIELDS[1]]
-    if not (sender.startswith("<") and sender.endswith(">")):
-        return None
-    recipients = [] if to == "(none)" else to[1:-1].split(">, <")
-    extract = values[FIELDS[2]] == "yes"
-    mail = (["RCPTHDR"] if extract else []) + values.get(FIELDS[3], "").split()
-    rcpt = values.get(FIELDS[4], "").split()
-    body = lines[n:-2]  # the entry ends with the message's LF and an empty line
-    message = b"".join((line[1:] if line.startswith(b">") and line.lstrip(b">").startswith(b"From ")
-                        else line) + b"\n" for line in body)
-    return Envelope(sender[1:-1], recipients, extract, mail, rcpt), message
 
 
 def _open_locked(path: str, flags: int):
@@ -193,8 +156,7 @@ def resubmit(path: str | None = None, verbose: bool = False) -> int:
                 kept.append(chunk)
                 continue
             envelope, message = parsed
-            what = f"message from <{envelope.sender}> to " + (
-                ", ".join(f"<{r}>" for r in envelope.recipients) or "its header recipients")
+            what = describe(envelope)
             try:
                 reply = send(envelope, sock, message, verbose)
             except Failure as failure:
@@ -211,10 +173,79 @@ def resubmit(path: str | None = None, verbose: bool = False) -> int:
     return status
 
 
-def command(path: str | None, verbose: bool) -> int:
-    """`sendgate resubmit [-v] [FILE]`: the exit status."""
+def describe(envelope: Envelope) -> str:
+    return f"message from <{envelope.sender}> to " + (
+        ", ".join(f"<{r}>" for r in envelope.recipients) or "its header recipients")
+
+
+def resubmit_spool(directory: str, verbose: bool) -> int:
+    """Send this user's waiting spool entries again through the submit
+    socket; each is removed once the MTA accepted it."""
     try:
-        return resubmit(path, verbose)
+        mine = [name for state, name in spool.own_entries(directory, os.getuid()) if state == "waiting"]
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return EX_OK   # no spool here: nothing of ours can be in it
+    sock = socket_path(read_settings())
+    status = EX_OK
+    try:
+        for name in mine:
+            path = os.path.join(directory, name)
+            try:
+                found = spool.read_entry(dfd, name, spool.DEFAULT_USER_SIZE_LIMIT)
+            except spool.Refused as err:
+                sys.stderr.write(f"sendgate: resubmit: {path}: not sent: {err}\n")
+                status = status or EX_NOINPUT
+                continue
+            if found is None:
+                continue   # gone, or being sent by sendgate-submitd now
+            fd, _, envelope, message = found
+            try:
+                reply = send(envelope, sock, message, verbose)
+                os.unlink(name, dir_fd=dfd)
+                print(f"resubmit: {describe(envelope)}: sent: 250 {reply}")
+            except Failure as failure:
+                status = status or failure.status
+                sys.stderr.write(f"sendgate: resubmit: {describe(envelope)}: {failure}; kept in {path}\n")
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dfd)
+    return status
+
+
+def list_saved(directory: str, path: str | None) -> int:
+    """`sendgate resubmit --list`: one line per saved message of this user."""
+    try:
+        mine = spool.own_entries(directory, os.getuid())
+    except OSError:
+        mine = []
+    for state, name in mine:
+        stored = {"bad": spool.BAD, "refused": spool.REFUSED}.get(state, "") + name
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(spool.written_at(name)))
+        print(f"{state} {when} {os.path.join(directory, stored)}")
+    path = path or default_path()
+    try:
+        with open(path, "rb") as fp:
+            count = sum(parse_entry(chunk) is not None for chunk in split_entries(fp.read()))
+    except (OSError, TypeError):
+        count = 0
+    if count:
+        print(f"dead.letter {count} message{'s' if count > 1 else ''} {path}")
+    return EX_OK
+
+
+def command(path: str | None, verbose: bool, listing: bool = False) -> int:
+    """`sendgate resubmit [-v] [--list] [FILE]`: the exit status.  Without
+    FILE, the user's spool entries first, then ~/dead.letter."""
+    try:
+        directory = spool_directory(read_settings())
+        if listing:
+            return list_saved(directory, path)
+        status = EX_OK if path else resubmit_spool(directory, verbose)
+        if not path and default_path() is None:
+            return status   # no home: the spool is all there is
+        return resubmit(path, verbose) or status
     except Failure as failure:
         sys.stderr.write(f"sendgate: resubmit: {failure}\n")
         return failure.status

@@ -59,7 +59,7 @@ CONFIGURATION
     The socket is $SENDGATE_SOCKET, else submit_socket from the file named
     by $SENDGATE_CONFIG (default /etc/sendgate/sendgate.yaml), else
     /run/sendgate/submit.sock.  This command reads only plain `key: value`
-    lines of that file, for the keys submit_socket, myorigin, myhostname,
+    lines of that file, for the keys submit_socket, spool_directory, myorigin, myhostname,
     sendmail_mailq_command, sendmail_newaliases_command and
     sendmail_flush_command, so that it does not load a YAML parser.
 
@@ -76,12 +76,17 @@ DIAGNOSTICS
     temporary failure, try again (listener or MTA down, 4xx); 77 refused by
     policy; 78 configuration error.
 
-DEAD LETTERS
-    When sending fails after the message was read, the message is appended
-    to ~/dead.letter (mbox, mode 0600, never through a symlink, never
-    overwritten) with its envelope, and the path is printed.  `sendgate
-    resubmit` sends the saved messages again, as the same user, and removes
-    each one only after the MTA accepted it.
+SAVED MESSAGES
+    When sending fails after the message was read, the message is saved
+    with its envelope, and a Date: of that moment when it had none, as one
+    file of the caller's in spool_directory (default
+    /var/spool/sendgate/deferred; docs/spool.md), and the path is printed;
+    the exit status stays that of the failure.  sendgate-submitd sends it
+    again, as its owner, once the MTA answers.  When the spool cannot be
+    written, the message is appended to ~/dead.letter (mbox, mode 0600,
+    never through a symlink, never overwritten) instead.  `sendgate
+    resubmit` sends the user's saved messages again and removes each one
+    only after the MTA accepted it; `sendgate resubmit --list` lists them.
 
 SEE ALSO
     sendgate(8), sendgate-submitd(8), sendgate.yaml(5), sendmail(1) of
@@ -93,7 +98,7 @@ SEE ALSO
 # sendgate/wiredata.py, and no asyncio, email, yaml, argparse, re, socket
 # or enum (tests/test_sendmail_modes.py checks it on a real send).
 # modes.py is imported for the other modes, deadletter.py when a send
-# failed, sendgate.policy only for -F and for -t with -N.
+# failed, fullname.py for -F, sendgate.policy only for -t with -N.
 import _socket
 import os
 import sys
@@ -122,20 +127,6 @@ def cut_at_dot(data: bytes) -> bytes:
             return data[:pos]
         pos = stop + 1
     return data
-
-
-def with_from(message: bytes, full_name: str, address: str) -> bytes:
-    """-F: the message with `From: NAME <address>` added when it has no
-    From: field; unchanged otherwise."""
-    from sendgate.policy.fixups import format_mailbox
-    from sendgate.policy.message import split_message
-    fields, body = split_message(message)
-    if any(f.is_("From") for f in fields):
-        return message
-    line = f"From: {format_mailbox(full_name, address)}\n".encode("utf-8", "surrogateescape")
-    if not fields and len(body) == len(message):
-        return line + b"\n" + message   # no header at all: the input is all body
-    return line + message
 
 
 # domain_of and qualified repeat the server's rule (Settings.domain in
@@ -181,12 +172,13 @@ def run(argv: list[str]) -> int:
         recipients = recipients + header_recipients(message, settings)
     envelope = envelope_for(opts, recipients)
     if opts.full_name is not None:
+        from sendgate.sendmail_shim.fullname import with_from
         message = with_from(message, opts.full_name, qualified(envelope.sender or login_name(), settings))
     try:
         send(envelope, path, message, opts.verbose)
     except Failure as failure:
-        from sendgate.sendmail_shim.deadletter import save
-        saved = save(message, envelope)
+        from sendgate.sendmail_shim.deadletter import keep
+        saved = keep(message, envelope, settings)
         note = f"; message saved in {saved}" if saved else "; the message could not be saved"
         raise Failure(failure.status, failure.what, failure.why + note) from None
     return EX_OK

@@ -94,6 +94,7 @@ import sys
 
 from sendgate import config, daemon
 from sendgate.metrics import Metrics
+from sendgate.submit_socket.retry import Retry
 from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
 from sendgate.submit_socket.upstream import CacheLimits
 
@@ -223,7 +224,9 @@ async def serve(sock: socket.socket, service: Service, inherited: bool) -> None:
     where = "the socket passed by systemd" if inherited else cfg.submit_socket
     log.info("listening on %s, forwarding to %s (event loop: %s)", where, cfg.submit_upstream,
              type(loop).__module__.split(".")[0])
+    retrying = asyncio.create_task(Retry(service, registry).run())   # the spool: retry.py
     await stop.wait()
+    retrying.cancel()
     # Stop accepting, end idle sessions, give busy ones time to finish.
     server.close()
     registry.shut_down()

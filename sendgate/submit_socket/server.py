@@ -327,13 +327,17 @@ class SubmitSMTP(SMTP):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         s = self.s
-        s.pid, s.uid, s.gid = peer_credentials(transport)
+        s.pid, s.uid, s.gid = self.credentials(transport)
         s.login = login_of(s.uid)
         admission = self.settings.admission
         # The user database's groups are looked up only when a rule names groups.
         groups = groups_of(s.login, s.gid) if admission.allow_groups or admission.deny_groups else frozenset()
         s.who = Peer(s.uid, s.login, groups)
         s.peer = f"uid={s.uid}"
+
+    def credentials(self, transport) -> tuple[int, int, int]:
+        """pid, uid, gid of the peer: the kernel's (retry.py gives a spool entry's owner)."""
+        return peer_credentials(transport)
 
     def connection_lost(self, error) -> None:
         self._release_upstream()
