@@ -54,6 +54,8 @@ def test_setup_check_and_undo(host):
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/sendgate"]
     unit = (host / "etc/systemd/system/sendgate-submitd.service").read_text()
     assert f"ExecStart={sys.prefix}/bin/sendgate-submitd --config /etc/sendgate/sendgate.yaml" in unit
+    assert "d /var/spool/sendgate/deferred 3777 sendgate sendgate -" in \
+        (host / "etc/tmpfiles.d/sendgate.conf").read_text().splitlines()
     config = host / "etc/sendgate/sendgate.yaml"
     assert "myorigin: example.org" in config.read_text()
     # Point the new configuration at the scratch tree and check both sides.
@@ -66,6 +68,7 @@ def test_setup_check_and_undo(host):
     assert undone.returncode == 0, undone.stderr
     assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
     assert not (host / "etc/systemd/system/sendgate-submitd.service").exists()
+    assert not (host / "etc/tmpfiles.d/sendgate.conf").exists()
     assert config.exists()  # the administrator's configuration stays
 
 

@@ -7,7 +7,9 @@ tests:
 
 1. /etc/sendgate/sendgate.yaml from the example, with myorigin set (kept
    when it exists);
-2. the systemd units into /etc/systemd/system;
+2. the systemd units into /etc/systemd/system, and the spool directory's
+   tmpfiles.d entry into /etc/tmpfiles.d (created at once on the live root:
+   docs/spool.md);
 3. Postfix, as that sendgate.yaml names things: the submit daemon's
    smtpd service in master.cf (named after submit_upstream, in public/,
    XCLIENT allowed there alone, milter_local_daemon_name as the milter's
@@ -16,7 +18,8 @@ tests:
    The main.cf values it replaces are saved in
    /etc/sendgate/postfix-before.conf;
 4. `--undo` removes the service, restores the saved main.cf values and
-   removes the units; the configuration file is left in place.
+   removes the units and the tmpfiles.d entry; the configuration file and the
+   spool (with any messages still waiting) are left in place.
 
 It does not start anything, create users or replace /usr/sbin/sendmail:
 those steps are the administrator's (see the guide).
@@ -25,6 +28,8 @@ those steps are the administrator's (see the guide).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 
 from sendgate import config
@@ -33,6 +38,7 @@ from sendgate.postfix import PostconfError, Service, postconf, sendgate_service,
 MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
 CONFIG = "/etc/sendgate/sendgate.yaml"
+TMPFILES = "/etc/tmpfiles.d/sendgate.conf"
 
 
 class SetupError(Exception):
@@ -79,6 +85,14 @@ def setup(root: str, domain: str) -> list[str]:
         with open(os.path.join(units, unit), "w", encoding="utf-8") as fp:
             fp.write(_example(f"systemd/{unit}"))
         done.append(f"installed {os.path.join(units, unit)}")
+    tmpfiles = _at(root, TMPFILES)
+    os.makedirs(os.path.dirname(tmpfiles), exist_ok=True)
+    with open(tmpfiles, "w", encoding="utf-8") as fp:
+        fp.write(_example("tmpfiles.d/sendgate.conf"))
+    done.append(f"installed {tmpfiles}")
+    if root == "/" and shutil.which("systemd-tmpfiles"):
+        subprocess.run(["systemd-tmpfiles", "--create", tmpfiles], check=True)
+        done.append(f"created the spool {cfg.spool_directory}")
     saved = os.path.join(etc, "postfix-before.conf")
     if not os.path.exists(saved):
         # Only what main.cf sets explicitly: undo removes the rest again.
@@ -117,8 +131,7 @@ def undo(root: str) -> list[str]:
         _postconf(root, "-X", *unset)
         os.unlink(saved)
         done.append("postfix: restored " + ", ".join(MAIN_SETTINGS))
-    for unit in UNITS:
-        path = _at(root, f"/etc/systemd/system/{unit}")
+    for path in [_at(root, f"/etc/systemd/system/{unit}") for unit in UNITS] + [_at(root, TMPFILES)]:
         if os.path.exists(path):
             os.unlink(path)
             done.append(f"removed {path}")
