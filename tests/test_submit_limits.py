@@ -17,7 +17,9 @@ import pytest
 
 from sendgate.policy.admission import AdmissionRules, Peer, may_submit, rate_refusal, session_refusal
 from sendgate.policy.sender import SenderRules
-from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
+from sendgate.submit_socket.protocol import SubmitSMTP
+from sendgate.submit_socket.registry import Registry
+from sendgate.submit_socket.settings import SubmitSettings
 from test_submit_adapter import FakeMTA, read_reply
 
 LOGIN = pwd.getpwuid(os.getuid()).pw_name
