@@ -153,6 +153,12 @@ class SubmitSMTP(SMTP):
                  self.s.sid, self.s.uid, self.s.login)
         self._say_and_close(replies.R421_SESSION_TIME.format(host=self.hostname))
 
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's idle timer (submit_timeout) ran out: as Postfix's
+        smtpd does, say so before the close."""
+        log.info("%s: uid=%d login=%s: timeout exceeded (submit_timeout)", self.s.sid, self.s.uid, self.s.login)
+        self._say_and_close(replies.R421_TIMEOUT.format(host=self.hostname))
+
     def _say_and_close(self, reply: Reply) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(str(reply).encode() + b"\r\n")
