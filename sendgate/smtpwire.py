@@ -1,14 +1,11 @@
-"""Pure SMTP syntax helpers for the submit daemon: MAIL/RCPT argument
-parsing and ESMTP parameters, plus xtext and the DATA transparency rules
-from sendgate.wiredata (which the sendmail command imports alone, to stay
-clear of `re`).  No I/O.
+"""Pure SMTP syntax helpers for the submit daemon: the arguments of HELO,
+EHLO, MAIL and RCPT, split into the path and the ESMTP parameters (what the
+parameters mean is sendgate.policy.transaction's).  No I/O.
 """
 
 from __future__ import annotations
 
 import re
-
-from sendgate.wiredata import dot_stuff, xtext  # noqa: F401  (re-exported)
 
 _PARAM_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -71,10 +68,7 @@ def parse_path_argument(arg: str, keyword: str) -> tuple[str, list[str]]:
     return path, params
 
 
-def param_name(param: str) -> str:
-    return param.split("=", 1)[0].upper()
-
-
-def param_value(param: str) -> str | None:
-    _, eq, value = param.partition("=")
-    return value if eq else None
+def valid_helo(name: str | None) -> bool:
+    """A HELO/EHLO argument: present, printable (so valid UTF-8 too: the
+    bytes that are not come in as unprintable surrogates)."""
+    return bool(name) and name.isprintable()

@@ -1,6 +1,6 @@
 """DATA transparency and xtext: the two SMTP encodings the sendmail command
-needs on every run (and BDAT's line endings, for the submit daemon).  No imports at all, so that loading this costs nothing
-(sendgate.smtpwire, which the daemons use, re-exports both).
+needs on every run (and BDAT's line endings, for the submit daemon).  No
+imports at all, so that loading this costs nothing.
 """
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sendgate import replies
-from sendgate.policy.handoff import resolve, unxtext
+from sendgate.policy.handoff import resolve, unxtext, with_identity_field
 from sendgate.policy.message import Field
 
 LOCAL = "sendgate-local"
@@ -84,12 +84,10 @@ def test_unxtext(text, want):
     pytest.param(b"\nhi\n", b"X-Sendgate-Login: alice\r\n\nhi\n", id="empty-header"),
 ])
 def test_submit_daemon_identity_field(message, want):
-    from sendgate.submit_socket.server import with_identity_field
     assert with_identity_field(message, "alice") == want
 
 
 def test_identity_field_is_xtext():
-    from sendgate.submit_socket.server import with_identity_field
     added = with_identity_field(b"\r\nhi\r\n", "a+b\u00e9 c").split(b"\r\n", 1)[0]
     assert added == b"X-Sendgate-Login: a+2Bb+C3+A9+20c"
     assert unxtext(added.split(b": ", 1)[1].decode()) == "a+b\u00e9 c"

@@ -15,7 +15,7 @@ import sendgate.policy
 POLICY = pathlib.Path(sendgate.policy.__file__).parent
 PURE = [*sorted(POLICY.glob("*.py")), pathlib.Path(sendgate.milter.plan.__file__)]
 ALLOWED = {"__future__", "base64", "collections", "dataclasses", "enum", "functools", "itertools", "re",
-           "string", "typing", "sendgate.policy", "sendgate.replies"}
+           "string", "typing", "sendgate.policy", "sendgate.replies", "sendgate.wiredata"}
 
 
 def imports(path: pathlib.Path) -> set[str]:

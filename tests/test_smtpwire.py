@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sendgate.smtpwire import SyntaxProblem, dot_stuff, parse_path_argument, xtext
+from sendgate.smtpwire import SyntaxProblem, parse_path_argument
+from sendgate.wiredata import dot_stuff, xtext
 
 
 @pytest.mark.parametrize("arg,want", [

@@ -17,7 +17,8 @@ import tempfile
 import pytest
 
 from sendgate.policy.sender import SenderRules
-from sendgate.submit_socket.server import SubmitSettings, SubmitSMTP
+from sendgate.submit_socket.protocol import SubmitSMTP
+from sendgate.submit_socket.settings import SubmitSettings
 
 LOGIN = pwd.getpwuid(os.getuid()).pw_name
 ME = f"{LOGIN}@example.org"
@@ -176,7 +177,7 @@ def test_protocol_state_is_what_aiosmtpd_would_set():
     the AUTH mechanisms, which we never offer (smtp_AUTH answers 502)."""
     from aiosmtpd.smtp import SMTP
 
-    from sendgate.submit_socket.server import _DELEGATE
+    from sendgate.submit_socket.protocol import _DELEGATE
 
     settings = SubmitSettings(hostname="mx.example.org", upstream_path="/nowhere", upstream_timeout=5,
                               size_limit=100000, recipient_limit=3, rules=SenderRules(domain="example.org"))

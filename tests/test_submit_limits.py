@@ -17,7 +17,9 @@ import pytest
 
 from sendgate.policy.admission import AdmissionRules, Peer, may_submit, rate_refusal, session_refusal
 from sendgate.policy.sender import SenderRules
-from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
+from sendgate.submit_socket.protocol import SubmitSMTP
+from sendgate.submit_socket.registry import Registry
+from sendgate.submit_socket.settings import SubmitSettings
 from test_submit_adapter import FakeMTA, read_reply
 
 LOGIN = pwd.getpwuid(os.getuid()).pw_name
@@ -90,14 +92,14 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def daemon(answers=None, **overrides):
+async def daemon(answers=None, timeout=10, **overrides):
     with tempfile.TemporaryDirectory() as tmp:
         mta = FakeMTA(answers or {})
         mta_server = await asyncio.start_unix_server(mta.serve, f"{tmp}/mta")
         settings = dataclasses.replace(BASE, upstream_path=f"{tmp}/mta", **overrides)
         registry = Registry()
         server = await asyncio.get_running_loop().create_unix_server(
-            lambda: SubmitSMTP(settings, 10, registry), f"{tmp}/submit")
+            lambda: SubmitSMTP(settings, timeout, registry), f"{tmp}/submit")
 
         async def connect() -> tuple[Client, str]:
             reader, writer = await asyncio.open_unix_connection(f"{tmp}/submit")
@@ -173,6 +175,21 @@ def test_session_time_limit():
             await asyncio.sleep(0.6)
             return await read_reply(client.reader), await read_reply(client.reader), len(registry.sessions)
     assert run(scenario()) == (f"421 4.4.2 {HOST} Error: session time limit exceeded", "<closed>", 0)
+
+
+@pytest.mark.parametrize("commands", [
+    pytest.param(["EHLO me"], id="between-transactions"),
+    pytest.param(["EHLO me", f"MAIL FROM:<{LOGIN}>", "RCPT TO:<bob@example.net>", "DATA"], id="in-data"),
+])
+def test_idle_client_gets_421_before_the_close(commands):
+    """As Postfix's smtpd: a client silent past submit_timeout is told so."""
+    async def scenario():
+        async with daemon(timeout=0.3) as (connect, registry):
+            client, _ = await connect()
+            for command in commands:
+                await client.say(command)
+            return await read_reply(client.reader), await read_reply(client.reader), len(registry.sessions)
+    assert run(scenario()) == (f"421 4.4.2 {HOST} Error: timeout exceeded", "<closed>", 0)
 
 
 def test_slow_mta_times_out_without_leaking_the_session():

@@ -17,7 +17,7 @@ import tempfile
 
 import pytest
 
-from sendgate.submit_socket.upstream import CacheLimits, Route, UpstreamPool
+from sendgate.submit_socket.pool import CacheLimits, Route, UpstreamPool
 from test_submit_adapter import LOGIN, FakeMTA, read_reply
 
 EHLO = "EHLO mx.example.org"
@@ -195,7 +195,9 @@ async def client_sessions(dialogues, breaks=None):
     answers on one connection before that session.  Returns the fake MTA's
     view per connection and each session's replies."""
     from sendgate.policy.sender import SenderRules
-    from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
+    from sendgate.submit_socket.protocol import SubmitSMTP
+    from sendgate.submit_socket.registry import Registry
+    from sendgate.submit_socket.settings import SubmitSettings
 
     replies = []
     async with fake_mta() as (mta, path):

@@ -28,8 +28,9 @@ import re
 from dataclasses import dataclass
 
 from sendgate import replies
-from sendgate.policy.message import Field, find
+from sendgate.policy.message import Field, delete_fields, find, split_message
 from sendgate.replies import Reply
+from sendgate.wiredata import xtext
 
 IDENTITY_FIELD = "X-Sendgate-Login"
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
@@ -42,6 +43,20 @@ class HandOff:
     remove: tuple[int, ...]      # occurrences (1-based) of IDENTITY_FIELD to delete
     source: str                  # for the log: "auth", "header", "none", or "ignored"
                                  # (an XCLIENT login on another service)
+
+
+def with_identity_field(content: bytes, login: str) -> bytes:
+    """The Sendmail hand-off, written by sendgate-submitd
+    (sendgate/submit_socket/forward.py): the client's own X-Sendgate-Login:
+    fields out, ours (the login as xtext) on top.  A message without header
+    fields gets the empty line after ours, so that its first line, whatever
+    it is (even white space, which would continue our field), stays body."""
+    header, _ = split_message(content)
+    content = delete_fields(content, find(header, IDENTITY_FIELD))
+    field = f"{IDENTITY_FIELD}: {xtext(login)}\r\n".encode("ascii")
+    if not header and not content.startswith((b"\r\n", b"\n")):
+        field += b"\r\n"
+    return field + content
 
 
 def unxtext(text: str) -> str | None:

@@ -41,9 +41,10 @@ def encode(text: str) -> bytes:
 
 
 def valid_utf8(text: str) -> bool:
-    """Whether text came from bytes that were valid UTF-8: decode() turns
-    each byte that is not into a lone surrogate (U+DC80..U+DCFF), and text
-    with any surrogate cannot be written out as UTF-8."""
+    """Whether text came from bytes that were valid UTF-8: decode() here, and
+    aiosmtpd for SMTP commands, turn each byte that is not into a lone
+    surrogate (surrogateescape), and text with any surrogate cannot be
+    written out as UTF-8."""
     return not any("\ud800" <= c <= "\udfff" for c in text)
 
 

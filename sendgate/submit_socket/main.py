@@ -94,9 +94,11 @@ import sys
 
 from sendgate import config, daemon
 from sendgate.metrics import Metrics
+from sendgate.submit_socket.pool import CacheLimits
+from sendgate.submit_socket.protocol import SubmitSMTP
+from sendgate.submit_socket.registry import Registry
 from sendgate.submit_socket.retry import Retry
-from sendgate.submit_socket.server import Registry, SubmitSettings, SubmitSMTP
-from sendgate.submit_socket.upstream import CacheLimits
+from sendgate.submit_socket.settings import SubmitSettings
 
 PROGRAM = "sendgate/submit"
 

@@ -21,7 +21,7 @@ import pwd
 import socket
 
 from sendgate import spool
-from sendgate.submit_socket.server import SubmitSMTP
+from sendgate.submit_socket.protocol import SubmitSMTP
 from sendgate.wiredata import data_pieces
 
 log = logging.getLogger("sendgate/submit")

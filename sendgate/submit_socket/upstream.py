@@ -1,5 +1,6 @@
-"""The MTA side of a submit session: a small SMTP client over a unix socket,
-and the pool that keeps MTA sessions open from one client session to the next.
+"""The MTA side of a submit session: a small SMTP client over a unix socket
+(the pool that keeps its sessions open from one client session to the next
+is pool.py).
 
 Lock-step, one reply per command, replies kept whole (code and every line) so
 they can be relayed to our client exactly as the MTA wrote them.  Each read is
@@ -15,6 +16,7 @@ import re
 import socket
 from dataclasses import dataclass
 
+from sendgate.replies import Reply
 # Message data goes upstream dot-stuffed in pieces of PIECE_SIZE bytes or so;
 # a message of one piece may go as BDAT.
 from sendgate.wiredata import PIECE_SIZE, crlf_lines, data_pieces, xtext
@@ -54,26 +56,6 @@ class UpstreamError(Exception):
 
 
 @dataclass(frozen=True)
-class Reply:
-    code: int
-    lines: tuple[str, ...]
-
-    def __str__(self) -> str:
-        """The reply as our client should see it (push() adds the last CRLF)."""
-        last = len(self.lines) - 1
-        return "\r\n".join(f"{self.code}{' ' if i == last else '-'}{line}"
-                           for i, line in enumerate(self.lines))
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.lines)
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 400
-
-
-@dataclass(frozen=True)
 class Capabilities:
     size: int | None = None     # None: the MTA advertised no limit
     eightbit: bool = False
@@ -104,11 +86,11 @@ class Upstream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float):
         self.reader, self.writer, self.timeout = reader, writer, timeout
         self.capabilities = Capabilities()
-        # For the pool: the login the MTA session was given (XCLIENT), the
-        # route it was opened on, messages it has carried, when it was opened
-        # and until when it may wait unused.
+        # For the pool (pool.py): the login the MTA session was given
+        # (XCLIENT), the pool.Route it was opened on, messages it has
+        # carried, when it was opened and until when it may wait unused.
         self.login: str | None = None
-        self.route: Route | None = None
+        self.route: object = None
         self.messages = self.generation = 0
         self.opened = self.expires = 0.0
         # Reusable only while every exchange has finished with a reply below
@@ -117,7 +99,7 @@ class Upstream:
         self._pending = False
         self._spoiled = False
         # Kept and given as it is: its first command may find that the MTA
-        # dropped it while it waited (SubmitSMTP.mail_upstream retries).
+        # dropped it while it waited (forward.Forwarder.mail retries).
         self.untried = False
 
     @classmethod
@@ -233,7 +215,7 @@ class Upstream:
         after its greeting, which saves a round trip per session).  None when
         the session is ready, else the MTA's refusal.  With protocol "header"
         (Sendmail) the session is ready after EHLO: the login travels in the
-        message (see SubmitSMTP._deliver)."""
+        message (forward.Forwarder.deliver)."""
         greeting = await self.reply()
         if greeting.code != 220:
             return greeting
@@ -249,7 +231,7 @@ class Upstream:
         connect included)."""
         reply = await self.command(f"XCLIENT LOGIN={xtext(login)}")
         if 500 <= reply.code < 600:
-            raise UpstreamError(f"the mail system refused XCLIENT LOGIN ({reply.code} {reply.text}): "
+            raise UpstreamError(f"the mail system refused XCLIENT LOGIN ({reply.code} {reply.one_line}): "
                                 "check smtpd_authorized_xclient_hosts on its sendgate service")
         if reply.code != 220:
             return reply
@@ -287,149 +269,5 @@ class UpstreamRefused(UpstreamError):
     """The MTA answered the session's opening with a refusal (kept in .reply)."""
 
     def __init__(self, reply: Reply):
-        super().__init__(f"{reply.code} {reply.text}")
+        super().__init__(f"{reply.code} {reply.one_line}")
         self.reply = reply
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where and how MTA sessions are opened: one client session's settings.
-    A kept session goes only to a session of an equal route."""
-    path: str
-    timeout: float
-    helo: str
-    protocol: str = "xclient"
-
-
-@dataclass(frozen=True)
-class CacheLimits:
-    """submit_upstream_cache_size, _cache_time_limit, reuse_count_limit,
-    reuse_time_limit (the names of Postfix's SMTP client connection cache)."""
-    size: int = 16
-    idle_time: float = 5.0
-    reuse_count: int = 100
-    reuse_time: float = 300.0
-
-
-class UpstreamPool:
-    """MTA sessions kept open after their client went, for the next client:
-    it is greeted without waiting for a connection, the MTA's greeting,
-    XCLIENT and EHLO, and the MTA is spared opening a session per message.
-
-    A kept session goes only to a client session of the same route.  With
-    XCLIENT it carries the login it was given: a later session of that login
-    takes it as it is; another login's takes it after XCLIENT LOGIN=<its
-    login>, which restarts the MTA's session (new greeting, the milters'
-    connect again, then EHLO).  It is kept only when clean: every command
-    answered, no reply of 400 or more, no transaction open (the server
-    decides that), under the reuse limits.  It is closed after idle_time
-    unused, when the MTA spoke or hung up while it waited, when the pool is
-    full, and when the daemon stops.
-    """
-
-    def __init__(self) -> None:
-        self.idle: list[Upstream] = []
-        self.closed = False
-        # flush() starts a new generation: sessions handed out before it are
-        # not taken back (they were opened with the settings of before).
-        self.generation = 0
-        self._reaper: asyncio.TimerHandle | None = None
-
-    async def acquire(self, route: Route, login: str) -> tuple[Upstream, str]:
-        """An MTA session ready for login's first command, and how it was
-        had: "kept", "switched" (kept, another login's) or "new".  Raises
-        UpstreamRefused or UpstreamError when no session could be had."""
-        up = self._take(route, login)
-        if up is not None:
-            up.generation = self.generation
-            if route.protocol != "xclient" or up.login == login:
-                up.untried = True
-                return up, "kept"
-            try:
-                if await up.xclient(route.helo, login) is None:
-                    return up, "switched"
-            except UpstreamError:
-                pass
-            except BaseException:  # our client went meanwhile (cancelled)
-                up.close()
-                raise
-            up.close()  # a fresh session will say whether the MTA is ill
-        return await self.open(route, login), "new"
-
-    async def open(self, route: Route, login: str) -> Upstream:
-        """A new MTA session for login (not from the pool)."""
-        up = await Upstream.connect(route.path, route.timeout)
-        try:
-            refusal = await up.handshake(route.helo, login, route.protocol)
-        except BaseException:
-            up.close()
-            raise
-        if refusal is not None:
-            up.close()
-            raise UpstreamRefused(refusal)
-        up.route, up.generation = route, self.generation
-        up.opened = asyncio.get_running_loop().time()
-        return up
-
-    def _take(self, route: Route, login: str) -> Upstream | None:
-        self._prune()
-        choice = None
-        for i in range(len(self.idle) - 1, -1, -1):
-            up = self.idle[i]
-            if up.route != route:
-                continue
-            if up.login == login or route.protocol != "xclient":
-                choice = i
-                break
-            if choice is None:
-                choice = i
-        return None if choice is None else self.idle.pop(choice)
-
-    def release(self, up: Upstream, limits: CacheLimits) -> None:
-        """Keep up for a later client, or end it (QUIT) when it may not be kept."""
-        now = asyncio.get_running_loop().time()
-        if (self.closed or limits.size <= 0 or not up.reusable or not up.quiet() or up.generation != self.generation
-                or up.messages >= limits.reuse_count or now - up.opened >= limits.reuse_time):
-            up.quit()
-            return
-        up.expires = now + limits.idle_time
-        self.idle.append(up)
-        while len(self.idle) > limits.size:
-            self.idle.pop(0).quit()
-        self._schedule()
-
-    def _prune(self) -> None:
-        now = asyncio.get_running_loop().time()
-        keep = []
-        for up in self.idle:
-            if up.expires > now and up.quiet():
-                keep.append(up)
-            else:
-                up.quit()
-        self.idle = keep
-
-    def _schedule(self) -> None:
-        if self._reaper is None and self.idle:
-            self._reaper = asyncio.get_running_loop().call_at(min(u.expires for u in self.idle), self._reap)
-
-    def _reap(self) -> None:
-        self._reaper = None
-        self._prune()
-        self._schedule()
-
-    def close(self) -> None:
-        """The daemon stops: end every kept session, keep no more."""
-        self.closed = True
-        self.flush()
-
-    def flush(self) -> None:
-        """End every kept session, and those in use when they come back (on
-        reload: the MTA's settings may have changed too, and a kept session
-        runs with those it started with)."""
-        self.generation += 1
-        if self._reaper is not None:
-            self._reaper.cancel()
-            self._reaper = None
-        for up in self.idle:
-            up.quit()
-        self.idle = []

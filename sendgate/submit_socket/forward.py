@@ -1,0 +1,162 @@
+"""Forwarding one client session to the MTA (Forwarder), on top of Upstream.
+
+The MTA session is had from the pool before our greeting, so a client of a
+dead MTA gets 421 at once.  MAIL, RCPT and RSET go on as they come and the
+MTA's own replies come back, so the client's 250 for a message is the
+MTA's "queued as".  A transaction opened with MAIL FROM:<..> RCPTHDR is held
+until the end of data; its recipients are then taken from the header
+(sendgate.policy.transaction.check_message) and the whole transaction is
+replayed.  The login goes to the MTA as XCLIENT LOGIN= (Postfix, when the
+session is opened: upstream.py) or, with submit_upstream_protocol "header"
+(Sendmail, which has no XCLIENT), as an X-Sendgate-Login: field on top of
+the message (sendgate.policy.handoff.with_identity_field).
+
+Every method may raise UpstreamError; the caller (protocol.py) answers the
+client.  The MTA side only: nothing here knows aiosmtpd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sendgate.daemon import quote
+from sendgate.policy.handoff import with_identity_field
+from sendgate.policy.message import delete_fields
+from sendgate.policy.refusals import replayed_recipient_refusal
+from sendgate.policy.transaction import Mail, Recipient, check_message
+from sendgate.replies import Reply
+from sendgate.submit_socket.registry import Registry
+from sendgate.submit_socket.settings import SubmitSettings
+from sendgate.submit_socket.upstream import Upstream, UpstreamError
+
+log = logging.getLogger("sendgate/submit")
+
+
+@dataclass
+class Transaction:
+    """One transaction, from MAIL to the end of data."""
+    mail: Mail
+    recipients: list[str] = field(default_factory=list)              # from RCPT, qualified
+    rcpt_params: list[tuple[str, ...]] = field(default_factory=list)  # each one's parameters
+
+    @property
+    def rcpthdr(self) -> bool:
+        return self.mail.rcpthdr
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The end of data: the client's reply, and for the log line the
+    recipient count and the size of the message as it was sent."""
+    reply: Reply
+    nrcpt: int
+    size: int
+
+
+def mail_command(mail: Mail) -> str:
+    return " ".join([f"MAIL FROM:<{mail.sender}>", *mail.params])
+
+
+def rcpt_command(address: str, params: tuple[str, ...]) -> str:
+    return " ".join([f"RCPT TO:<{address}>", *params])
+
+
+class Forwarder:
+    """The MTA side of one client session.  who: how its log lines name the
+    session ("SID: uid=N login=L")."""
+
+    def __init__(self, settings: SubmitSettings, registry: Registry, login: str, who: str) -> None:
+        self.settings, self.registry, self.login, self.who = settings, registry, login, who
+        self.upstream: Upstream | None = None
+
+    async def open(self) -> None:
+        """An MTA session for the client, kept or new.  Raises
+        UpstreamRefused (the MTA refused the session) or UpstreamError."""
+        self.upstream, how = await self.registry.upstreams.acquire(self.settings.route, self.login)
+        self.registry.metrics.upstream_session(how)
+
+    def release(self, idle: bool) -> None:
+        """The client is gone: its MTA session goes back to the pool when no
+        transaction is open (idle; the pool checks the rest), else it ends."""
+        up, self.upstream = self.upstream, None
+        if up is None:
+            return
+        if idle and not self.registry.closing:
+            self.registry.upstreams.release(up, self.settings.cache)
+        else:
+            up.quit()
+
+    def close(self) -> None:
+        """The MTA session broke: end it, it goes back to no pool."""
+        self.upstream.close()
+
+    async def mail(self, mail: Mail) -> Reply:
+        """MAIL to the MTA.  The first command on a kept MTA session is where
+        a session the MTA dropped while it waited shows (closed, a 421 for
+        its idle timeout, a 4xx from a milter connection that died with its
+        milter): then MAIL goes once more, on a new session, before the
+        client hears anything."""
+        line = mail_command(mail)
+        up = self.upstream
+        if not up.untried:
+            return await up.command(line)
+        up.untried = False
+        try:
+            reply = await up.command(line)
+            if reply.code < 400:
+                return reply
+            why = quote(str(reply))
+        except UpstreamError as err:
+            why = str(err)
+        log.info("%s: kept MTA session failed (%s); trying a new one", self.who, why)
+        up.close()
+        self.upstream = await self.registry.upstreams.open(self.settings.route, self.login)
+        self.registry.metrics.upstream_session("new")
+        return await self.upstream.command(line)
+
+    async def rcpt(self, recipient: Recipient) -> Reply:
+        return await self.upstream.command(rcpt_command(recipient.address, recipient.params))
+
+    async def reset(self) -> Reply:
+        return await self.upstream.command("RSET")
+
+    async def deliver(self, txn: Transaction, content: bytes) -> Delivery:
+        """The message at the end of data: checked, then sent (for RCPTHDR
+        after the envelope's replay) with the MTA's verdict as the reply."""
+        s = self.settings
+        verdict = check_message(content, txn.rcpthdr, txn.recipients, s.rules.domain, s.recipient_limit)
+        if verdict.refusal is not None:
+            if not txn.rcpthdr:
+                await self.reset()  # the MTA's transaction was already open
+            return Delivery(verdict.refusal, verdict.nrcpt, len(content))
+        if txn.rcpthdr:
+            content = delete_fields(content, verdict.remove)
+            refusal = await self._replay(txn, verdict.recipients)
+            if refusal is not None:
+                return Delivery(refusal, verdict.nrcpt, len(content))
+        if s.protocol == "header":
+            content = with_identity_field(content, self.login)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        reply = await self.upstream.transfer(content)  # self.upstream: replaced, maybe, by mail()
+        self.registry.metrics.upstream_time(loop.time() - started)
+        return Delivery(reply, verdict.nrcpt, len(content))
+
+    async def _replay(self, txn: Transaction, recipients: tuple[str, ...]) -> Reply | None:
+        """MAIL and one RCPT per recipient for an RCPTHDR transaction; a
+        refused recipient fails the whole message
+        (sendgate.policy.refusals.replayed_recipient_refusal)."""
+        reply = await self.mail(txn.mail)
+        if not reply.positive:
+            return reply
+        up = self.upstream
+        params = dict(zip(txn.recipients, txn.rcpt_params))
+        for rcpt in recipients:
+            reply = await up.command(rcpt_command(rcpt, params.get(rcpt, ())))
+            if reply.positive:
+                continue
+            await up.command("RSET")
+            return replayed_recipient_refusal(rcpt, reply)
+        return None
