@@ -20,6 +20,7 @@ import queue as queue_module
 import sys
 
 from sendgate import config
+from sendgate.replies import shown
 
 EX_USAGE = 64
 EX_SOFTWARE = 70
@@ -156,6 +157,6 @@ def group_id(name: str, log: logging.Logger) -> int:
 
 
 def quote(value: str, limit: int = 200) -> str:
-    """An untrusted value for a log line: printable, cut at limit."""
-    text = value if len(value) <= limit else value[:limit] + "..."
-    return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", "\\r").replace("\n", "\\n")
+    """An untrusted value for a log line: printable, cut at limit (the
+    rule replies use too: sendgate.replies.shown)."""
+    return shown(value, limit)

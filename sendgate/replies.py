@@ -70,7 +70,7 @@ class Reply:
 
 def shown(value: str, limit: int) -> str:
     """An untrusted value as a reply may show it: printable ASCII, cut at
-    limit characters (the same rule as sendgate.daemon.quote for log lines)."""
+    limit characters (sendgate.daemon.quote uses it for log lines)."""
     text = value if len(value) <= limit else value[:limit] + "..."
     return text.encode("ascii", "backslashreplace").decode("ascii").replace("\r", "\\r").replace("\n", "\\n")
 
