@@ -14,6 +14,8 @@ import os
 import pathlib
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -186,6 +188,7 @@ class Root:
 def debian_root(deb):
     need(shutil.which("debootstrap") is not None, "debootstrap is not installed")
     path = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-deb-root-", dir="/var/tmp"))
+    path.chmod(0o755)  # its /, which the daemons enter as the service user
     try:
         # What the package depends on, and Postfix for setup-postfix.
         result = run("debootstrap", "--variant=minbase", "--include=python3.11,libmilter1.0.1,adduser,postfix",
@@ -197,7 +200,59 @@ def debian_root(deb):
         shutil.rmtree(path)
 
 
-def test_install_remove_purge_leave_the_root_as_it_was(debian_root):
+def run_daemon(root: Root, program: str, socket_path: str, log: pathlib.Path, talk):
+    """Start program from the package in root as root (it drops to the
+    service user itself), wait until it logs that it listens, call
+    talk(host path of its socket), stop it with SIGTERM; return talk's
+    result and the log."""
+    config = root.path / "tmp/smoke.yaml"
+    config.write_text((root.path / "etc/sendgate/sendgate.yaml").read_text()
+                      .replace("log_destination: syslog", "log_destination: stderr"))
+    (root.path / "run/sendgate").mkdir(exist_ok=True)
+    host_socket = root.path / socket_path.lstrip("/")
+    with open(log, "w") as fp:
+        proc = subprocess.Popen(["chroot", str(root.path), program, "--config", "/tmp/smoke.yaml"],
+                                stdout=fp, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            if "listening on" in log.read_text() or proc.poll() is not None:
+                break
+            proc_wait(proc, 0.1)
+        assert "listening on" in log.read_text(), log.read_text()
+        result = talk(str(host_socket))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return result, log.read_text()
+
+
+def proc_wait(proc: subprocess.Popen, seconds: float) -> None:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def smtp_greeting(path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(60)
+        s.connect(path)
+        return s.recv(1000)
+
+
+def milter_negotiation(path: str) -> tuple:
+    """SMFIC_OPTNEG, protocol version 6; the milter's answer: its command
+    letter and version."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(60)
+        s.connect(path)
+        body = b"O" + struct.pack(">III", 6, 0x1FF, 0x1FFFFF)
+        s.sendall(struct.pack(">I", len(body)) + body)
+        reply = s.recv(4 + struct.unpack(">I", s.recv(4))[0])
+        return reply[:1], struct.unpack(">I", reply[1:5])[0]
+
+
+def test_install_remove_purge_leave_the_root_as_it_was(debian_root, tmp_path):
     root = debian_root
     before = snapshot(root.path)
     postfix_before = root.ok("postconf -n; postconf -M")
@@ -217,14 +272,31 @@ def test_install_remove_purge_leave_the_root_as_it_was(debian_root):
     assert not [p for p in installed if p.startswith("etc/systemd/system/") and "sendgate" in p]
     assert root.ok("ls /lib/systemd/system | grep sendgate").split() == UNITS
     assert root.ok("sendgate check-config --no-mta && echo ok") == "ok\n"
-    assert root.ok("/usr/lib/sendgate/venv/bin/python -c 'import aiosmtpd, Milter, uvloop; print(aiosmtpd.__version__)'") \
-        == "1.4.6\n"
+    # The packaged daemons run: the submit daemon on uvloop, answering as
+    # it does without its MTA (Postfix is not running in the root), and the
+    # milter (pymilter on libmilter) negotiating with an MTA.
+    greeting, log = run_daemon(root, "sendgate-submitd", "/run/sendgate/submit.sock", tmp_path / "submitd.log",
+                               smtp_greeting)
+    assert greeting == (b"421 4.3.0 mail.example.org Service not available: "
+                        b"the mail system is not reachable, try again later\r\n")
+    assert "sendgate/submit" in log and "(event loop: uvloop)" in log and "connect uid=0 " in log, log
+    negotiated, log = run_daemon(root, "sendgate-milter", "/run/sendgate/milter.sock", tmp_path / "milter.log",
+                                 milter_negotiation)
+    assert negotiated == (b"O", 6), log
+    assert "running as sendgate " in log, log
 
     # The administrator's steps that reach outside the package.
     root.ok("sendgate setup-postfix --domain example.org && sendgate install-shim")
     assert root.ok("dpkg-divert --list | grep 'by sendgate$' | sort") == "".join(
         f"diversion of {p} to {p}.sendgate-orig by sendgate\n"
         for p in ("/usr/bin/mailq", "/usr/bin/newaliases", "/usr/sbin/sendmail"))
+
+    # An upgrade (here: the same version again) keeps what the
+    # administrator did.
+    root.ok("dpkg -i /tmp/sendgate.deb")
+    assert root.ok("dpkg-divert --list | grep -c 'by sendgate$'") == "3\n"
+    assert root.ok("postconf -M sendgate/unix") != ""
+    assert root.ok("/usr/sbin/sendmail --help").startswith("NAME\n")
 
     removal = root.ok("dpkg -r sendgate")
     assert "restored /usr/sbin/sendmail (diversion removed)" in removal
@@ -239,7 +311,8 @@ def test_install_remove_purge_leave_the_root_as_it_was(debian_root):
     # deb-systemd-helper's of the units (the purge clears it).
     assert sorted(p for p in removed if p not in before) == sorted(
         ["etc/sendgate", "etc/sendgate/sendgate.yaml", "var/lib/dpkg/info/sendgate.list",
-         "var/lib/dpkg/info/sendgate.postrm"]
+         "var/lib/dpkg/info/sendgate.postrm", "run/sendgate", "run/sendgate/submit.sock",
+         "run/sendgate/milter.sock"]
         + [f"var/lib/systemd/deb-systemd-helper-enabled/{unit}.dsh-also" for unit in UNITS])
     assert root.run("getent passwd sendgate").returncode == 0
 
