@@ -85,6 +85,7 @@ def test_files_outside_the_virtualenv(members):
         ["etc/sendgate/sendgate.yaml"]
         + [f"lib/systemd/system/{unit}" for unit in UNITS]
         + [f"usr/bin/{name}" for name in SCRIPTS]
+        + ["usr/lib/tmpfiles.d/sendgate.conf"]
         + [f"usr/share/doc/sendgate/{name}" for name in
            ("README.md.gz", "bundled-python-packages.txt", "changelog.gz", "copyright", "debian-package.md.gz")]
         + [f"usr/share/man/man{page[-1]}/{page}.gz" for page in MAN_PAGES])

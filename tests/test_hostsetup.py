@@ -72,6 +72,20 @@ def test_setup_check_and_undo(host):
     assert config.exists()  # the administrator's configuration stays
 
 
+def test_setup_leaves_the_spool_entry_to_the_package(host):
+    """With the Debian package's /usr/lib/tmpfiles.d entry in place, setup
+    writes no /etc copy (which would shadow it and outlive the package)."""
+    packaged = host / "usr/lib/tmpfiles.d/sendgate.conf"
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("d /var/spool/sendgate/deferred 3777 sendgate sendgate -\n")
+    result = setup(host)
+    assert result.returncode == 0, result.stderr
+    assert not (host / "etc/tmpfiles.d").exists()
+    assert "tmpfiles" not in result.stdout
+    assert setup(host, "--undo").returncode == 0
+    assert packaged.exists()
+
+
 def test_setup_takes_names_from_the_configuration(host):
     """An administrator's sendgate.yaml is kept, and Postfix gets the
     service, daemon name and milter socket that file names."""

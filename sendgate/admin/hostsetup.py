@@ -39,6 +39,7 @@ MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
 CONFIG = "/etc/sendgate/sendgate.yaml"
 TMPFILES = "/etc/tmpfiles.d/sendgate.conf"
+PACKAGED_TMPFILES = "/usr/lib/tmpfiles.d/sendgate.conf"
 
 
 class SetupError(Exception):
@@ -85,11 +86,13 @@ def setup(root: str, domain: str) -> list[str]:
         with open(os.path.join(units, unit), "w", encoding="utf-8") as fp:
             fp.write(_example(f"systemd/{unit}"))
         done.append(f"installed {os.path.join(units, unit)}")
-    tmpfiles = _at(root, TMPFILES)
-    os.makedirs(os.path.dirname(tmpfiles), exist_ok=True)
-    with open(tmpfiles, "w", encoding="utf-8") as fp:
-        fp.write(_example("tmpfiles.d/sendgate.conf"))
-    done.append(f"installed {tmpfiles}")
+    tmpfiles = _at(root, PACKAGED_TMPFILES)
+    if not os.path.exists(tmpfiles):  # the Debian package ships its own (docs/debian-package.md)
+        tmpfiles = _at(root, TMPFILES)
+        os.makedirs(os.path.dirname(tmpfiles), exist_ok=True)
+        with open(tmpfiles, "w", encoding="utf-8") as fp:
+            fp.write(_example("tmpfiles.d/sendgate.conf"))
+        done.append(f"installed {tmpfiles}")
     if root == "/" and shutil.which("systemd-tmpfiles"):
         subprocess.run(["systemd-tmpfiles", "--create", tmpfiles], check=True)
         done.append(f"created the spool {cfg.spool_directory}")
