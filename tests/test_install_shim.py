@@ -113,3 +113,25 @@ def test_launchers_send_mail_and_reach_the_mta(stack, scratch, request):
     aliases = run_as("sgtest3", [f"{scratch}/usr/bin/newaliases"], env=env)
     assert (aliases.returncode, aliases.stderr) == (0, b"")
     assert (scratch / "calls").read_text() == f"mta-sendmail {scratch}/usr/sbin/sendmail.sendgate-orig -bi\n"
+
+
+@pytest.mark.parametrize("dpkg", [pytest.param(True, id="dpkg-divert"), pytest.param(False, id="rename")])
+@pytest.mark.parametrize("name", ["mailq", "newaliases"])
+def test_kept_links_run_the_mtas_sendmail_under_their_name(scratch, dpkg, name):
+    """Postfix's mailq and newaliases are links to ../sbin/sendmail, which
+    is the launcher once installed; the kept ones still reach the MTA's
+    sendmail, named as the mode it reads from argv[0].  The kept sendmail
+    here is bash, which shows the argv[0] it was given as $0."""
+    if dpkg:
+        need(shutil.which("dpkg-divert") is not None, "dpkg-divert is missing")
+        (scratch / "var/lib/dpkg").mkdir(parents=True)
+    (scratch / "usr/sbin/sendmail").unlink()
+    shutil.copy("/bin/bash", scratch / "usr/sbin/sendmail")
+    before = snapshot(scratch)
+    assert sendgate("install-shim", "--root", str(scratch)).returncode == 0
+    kept = scratch / f"usr/bin/{name}.sendgate-orig"
+    assert os.readlink(kept) == "../sbin/sendmail"  # as the package made it
+    result = run_as("sgtest3", [str(kept), "-c", 'echo "$0"'])
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"{name}\n".encode(), b"")
+    assert sendgate("uninstall-shim", "--root", str(scratch)).returncode == 0
+    assert snapshot(scratch) == before

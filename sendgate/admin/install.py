@@ -18,6 +18,15 @@ The launchers name the MTA's sendmail (`# mta-sendmail: PATH`): the sendmail
 command runs it for -bp, -bi and -q when the configured command would run
 the launcher itself (Postfix's newaliases is a link to its sendmail).
 
+Postfix's kept mailq.sendgate-orig and newaliases.sendgate-orig are its
+relative links to ../sbin/sendmail, which is now the launcher; they are left
+as the package made them (a package upgrade writes them again, and
+uninstall must give back the tree as it was).  Instead the launcher, run
+under a name ending in .sendgate-orig (the path the kernel passes to the
+interpreter, so a caller's argv[0] does not matter), runs the MTA's kept
+sendmail with argv[0] set to the name without the suffix: Postfix's and
+Sendmail's sendmail choose mailq or newaliases mode from that name.
+
 Both commands are idempotent, touch only files they recognise as their
 own, and take --root DIR to work on a scratch tree (the tests do).
 """
@@ -44,6 +53,12 @@ def launcher(python: str, site_dir: str, mta_sendmail: str) -> str:
             f"{MARKER}, written by `sendgate install-shim`; `sendgate uninstall-shim` restores the MTA's program.\n"
             f"# mta-sendmail: {mta_sendmail}\n"
             "import sys\n"
+            f"if sys.argv[0].endswith({SUFFIX!r}):\n"
+            "    # Reached through a kept original that links to this path (Postfix's\n"
+            "    # mailq and newaliases link to ../sbin/sendmail): the MTA's sendmail,\n"
+            "    # under the name it reads its mode from.\n"
+            "    import os\n"
+            f"    os.execv({mta_sendmail!r}, [os.path.basename(sys.argv[0])[:-{len(SUFFIX)}], *sys.argv[1:]])\n"
             f"sys.path.insert(0, {site_dir!r})\n"
             "from sendgate.sendmail_shim.main import command\n"
             "command()\n")
