@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,11 @@ def host(tmp_path):
     etc = tmp_path / "etc/postfix"
     etc.mkdir(parents=True)
     shutil.copy("/etc/postfix/master.cf", etc / "master.cf")
+    # Debian's names: myorigin is the file /etc/mailname (under the root).
     (etc / "main.cf").write_text(f"compatibility_level = 3.6\nqueue_directory = {tmp_path}/var/spool/postfix\n"
-                                 "smtpd_milters = inet:127.0.0.1:8891\n")
+                                 "smtpd_milters = inet:127.0.0.1:8891\nmyhostname = mx1.host.test\n"
+                                 "myorigin = /etc/mailname\n")
+    (tmp_path / "etc/mailname").write_text("host.test\n")
     public = tmp_path / "var/spool/postfix/public"
     public.mkdir(parents=True)
     public.chmod(0o710)
@@ -37,9 +41,49 @@ def host(tmp_path):
     return tmp_path
 
 
-def setup(root, *extra):
-    return subprocess.run([program("sendgate"), "setup-postfix", "--root", str(root), "--domain", "example.org",
-                           *extra], capture_output=True, text=True)
+def setup(root, *extra, domain=("--domain", "example.org")):
+    return subprocess.run([program("sendgate"), "setup-postfix", "--root", str(root), *domain, *extra],
+                          capture_output=True, text=True)
+
+
+def settings(path):
+    import yaml
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("domain,myorigin", [
+    pytest.param((), "host.test", id="from-mailname"),
+    pytest.param(("--domain", "example.org"), "example.org", id="domain-overrides"),
+])
+def test_written_configuration_has_the_hosts_names_and_no_grants(host, domain, myorigin):
+    result = setup(host, domain=domain)
+    assert result.returncode == 0, result.stderr
+    values = settings(host / "etc/sendgate/sendgate.yaml")
+    assert (values["myhostname"], values["myorigin"]) == ("mx1.host.test", myorigin)
+    assert values["sender_login_maps"] == {}
+    assert "alice" not in str(values) and "www-data" not in str(values)
+    # The rest is the example, as documented there.
+    example = settings(pathlib.Path(__file__).resolve().parent.parent / "config/sendgate.yaml")
+    assert example["sender_login_maps"]  # the example still shows how grants look
+    assert {k: v for k, v in values.items() if k not in ("myhostname", "myorigin", "sender_login_maps")} == \
+        {k: v for k, v in example.items() if k not in ("myhostname", "myorigin", "sender_login_maps")}
+
+
+def test_myorigin_as_postfix_expands_it(host):
+    """Postfix's default myorigin is $myhostname: the value, not the text."""
+    (host / "etc/postfix/main.cf").write_text(
+        (host / "etc/postfix/main.cf").read_text().replace("myorigin = /etc/mailname\n", ""))
+    assert setup(host, domain=()).returncode == 0
+    values = settings(host / "etc/sendgate/sendgate.yaml")
+    assert (values["myhostname"], values["myorigin"]) == ("mx1.host.test", "mx1.host.test")
+
+
+def test_missing_mailname_is_reported(host):
+    (host / "etc/mailname").unlink()
+    result = setup(host, domain=())
+    assert (result.returncode, result.stderr) == (
+        1, "sendgate: setup-postfix: myorigin = /etc/mailname: No such file or directory\n")
+    assert not (host / "etc/sendgate/sendgate.yaml").exists()
 
 
 def test_setup_check_and_undo(host):
@@ -120,4 +164,4 @@ def test_setup_without_postfix_configuration_fails_clearly(tmp_path):
     need(shutil.which("postconf") is not None, "Postfix is not installed")
     result = setup(tmp_path)
     assert result.returncode == 1
-    assert result.stderr.startswith("sendgate: setup-postfix: postconf -n: ")
+    assert result.stderr.startswith("sendgate: setup-postfix: postconf -xh myhostname myorigin: postconf: fatal: open ")

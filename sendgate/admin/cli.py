@@ -87,7 +87,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
 from sendgate import config
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.undo:
                 steps = hostsetup.undo(args.root)
             else:
-                steps = hostsetup.setup(args.root, args.domain or socket.getfqdn())
+                steps = hostsetup.setup(args.root, args.domain)
         except hostsetup.SetupError as err:
             print(f"sendgate: setup-postfix: {err}", file=sys.stderr)
             return 1

@@ -5,8 +5,11 @@ guide (README, "Install on an existing Postfix host"); everything is
 relative to --root so that the same steps run on a scratch tree in the
 tests:
 
-1. /etc/sendgate/sendgate.yaml from the example, with myorigin set (kept
-   when it exists);
+1. /etc/sendgate/sendgate.yaml from the example (kept when it exists), with
+   myhostname and myorigin as the host's Postfix has them (`postconf -xh`;
+   a myorigin naming a file, Debian's /etc/mailname, is that file's first
+   line; --domain overrides myorigin) and without the example's sample
+   sender_login_maps grants;
 2. the systemd units into /etc/systemd/system, and the spool directory's
    tmpfiles.d entry into /etc/tmpfiles.d (created at once on the live root:
    docs/spool.md);
@@ -68,13 +71,46 @@ def _example(name: str) -> str:
         return fp.read().replace("/opt/sendgate/venv", sys.prefix)
 
 
-def setup(root: str, domain: str) -> list[str]:
+def host_names(root: str) -> tuple[str, str]:
+    """myhostname and myorigin as the Postfix under root uses them."""
+    myhostname, myorigin = _postconf(root, "-xh", "myhostname", "myorigin").splitlines()
+    if myorigin.startswith("/"):  # Postfix reads the name from the file (Debian: /etc/mailname)
+        try:
+            with open(_at(root, myorigin), encoding="utf-8") as fp:
+                myorigin = (fp.readline().strip() or myhostname)
+        except OSError as err:
+            raise SetupError(f"myorigin = {myorigin}: {err.strerror}") from None
+    return myhostname, myorigin
+
+
+def host_config(example: str, myhostname: str, myorigin: str) -> str:
+    """The example configuration with this host's names, and no login granted
+    any address beyond login@myorigin: the example's sender_login_maps
+    entries name sample accounts, which may be real ones here."""
+    out, in_map = [], False
+    for line in example.splitlines(keepends=True):
+        if in_map and line.startswith((" ", "\t")):
+            continue
+        in_map = False
+        if line.startswith("myhostname:"):
+            line = f"myhostname: {myhostname}\n"
+        elif line.startswith("myorigin:"):
+            line = f"myorigin: {myorigin}\n"
+        elif line.startswith("sender_login_maps:"):
+            in_map = True
+            line = "sender_login_maps: {}  # e.g. alice: [alice@example.org, alice+*@example.org]\n"
+        out.append(line)
+    return "".join(out)
+
+
+def setup(root: str, domain: str | None = None) -> list[str]:
     done = []
     etc = _at(root, "/etc/sendgate")
     os.makedirs(etc, exist_ok=True)
     config_path = _at(root, CONFIG)
     if not os.path.exists(config_path):
-        text = _example("sendgate.yaml").replace("example.org", domain)
+        myhostname, myorigin = host_names(root)
+        text = host_config(_example("sendgate.yaml"), myhostname, domain or myorigin)
         with open(config_path, "w", encoding="utf-8") as fp:
             fp.write(text)
         os.chmod(config_path, 0o644)
