@@ -3,6 +3,7 @@ installed by the package."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import pathlib
 import subprocess
@@ -50,3 +51,43 @@ def test_configuration_section_lists_the_programs_keys(name, section, module, pr
     prose = dict(manpages.sections(importlib.import_module(module).__doc__)).get("CONFIGURATION", [])
     named = {word.strip(".,;:()`") for line in prose for word in line.split()} & set(config.KEYS)
     assert named <= set(listed), f"{module}: CONFIGURATION names keys its program does not read"
+
+
+def _arguments(parser):
+    return [a for a in parser._actions if "-h" not in a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+
+
+def _parsers():
+    from sendgate.admin import cli
+    for name, parser in cli.subcommands().items():
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        yield name, name, parser
+        for action in actions:
+            for sub, subparser in action.choices.items():
+                yield name, f"{name} {sub}", subparser
+
+
+@pytest.mark.parametrize("page,command,parser", list(_parsers()), ids=[c for _, c, _ in _parsers()])
+def test_every_subcommand_has_a_page_with_every_option(page, command, parser):
+    """Each sub-command of the sendgate parser (and each stack action) has
+    its page sendgate-NAME(8), a description, and every argument explained,
+    in --help and on the page."""
+    text = manpages.pages()[f"sendgate-{page}.8"]
+    assert parser.description, command
+    if not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):  # stack: its actions' text
+        assert " ".join(parser.description.split()) in " ".join(text.split()), command
+    for action in _arguments(parser):
+        assert action.help, f"{command}: {action.option_strings or action.dest} has no help"
+        shown = action.option_strings or [action.metavar or action.dest]
+        assert all(f"\\fB{name}\\fR" in text or f"\\fI{name}\\fR" in text for name in shown), (command, shown)
+        assert " ".join(action.help.split()) in " ".join(text.split()), (command, action.help)
+    assert f"sendgate-{page}(8)" in manpages.pages()["sendgate.8"]  # sendgate(8) points at it
+
+
+@pytest.mark.parametrize("command", sorted(__import__("sendgate.admin.cli", fromlist=["cli"]).subcommands()))
+def test_subcommand_help_is_real_help(command):
+    result = subprocess.run([program("sendgate"), command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    usage, description = result.stdout.split("\n\n")[:2]
+    assert usage.startswith(f"usage: sendgate {command} ")
+    assert len(description.split()) >= 4, description

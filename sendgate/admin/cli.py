@@ -51,7 +51,9 @@ DESCRIPTION
     config-doc    Print the configuration reference (Markdown).
     setup-postfix Wire sendgate into this host's Postfix (or the tree under
                   --root): /etc/sendgate/sendgate.yaml from the example (an
-                  existing one is kept), the systemd units, and in Postfix
+                  existing one is kept) with Postfix's myhostname and
+                  myorigin (--domain overrides myorigin) and no
+                  sender_login_maps entries, the systemd units, and in Postfix
                   the submit daemon's service and the milter, failing closed,
                   as that sendgate.yaml names them (submit_upstream,
                   milter_socket, milter_local_daemon_name).  --undo takes it
@@ -80,6 +82,10 @@ DIAGNOSTICS
     first message that failed again (75: try later), 0 when all went.
 
 SEE ALSO
+    One page per sub-command: sendgate-stack(8), sendgate-check-config(8),
+    sendgate-status(8), sendgate-config-doc(8), sendgate-setup-postfix(8),
+    sendgate-man-pages(8), sendgate-resubmit(8), sendgate-install-shim(8),
+    sendgate-uninstall-shim(8) (`sendgate COMMAND --help` prints the same).
     sendgate-submitd(8), sendgate-milter(8), sendgate-sendmail(1), sendgate.yaml(5)
 """
 
@@ -88,50 +94,93 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 
 from sendgate import config
 from sendgate.daemon import EX_CONFIG
+
+
+def command_text(name: str) -> str:
+    """What the DESCRIPTION section above says of sub-command name ("stack up",
+    "setup-postfix", ...): one paragraph, the sub-command's --help and the
+    DESCRIPTION of its manual page (sendgate-NAME(8))."""
+    body = __doc__.split("\nDESCRIPTION\n", 1)[1].split("\n\n    To send", 1)[0].splitlines()
+    starts = [i for i, line in enumerate(body) if line[4:5].strip()]
+    for at, start in enumerate(starts):
+        if body[start][4:].startswith(name + " "):
+            end = starts[at + 1] if at + 1 < len(starts) else len(body)
+            words = body[start][4 + len(name):].split() + [w for line in body[start + 1:end] for w in line.split()]
+            return textwrap.fill(" ".join(words), 76)
+    raise KeyError(name)
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """A fixed width, so that --help and the manual pages do not depend on
+    the terminal."""
+    return argparse.RawDescriptionHelpFormatter(prog, width=80)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sendgate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    stack = commands.add_parser("stack", help="a private Postfix or Sendmail + sendgate stack")
+
+    def command(group, name: str, summary: str, full: str | None = None) -> argparse.ArgumentParser:
+        return group.add_parser(name, help=summary, description=command_text(full or name),
+                                formatter_class=_formatter)
+    stack = command(commands, "stack", "a private Postfix or Sendmail + sendgate stack", "stack up")
+    stack.description = "\n\n".join(textwrap.fill(f"stack {a}: " + " ".join(command_text(f"stack {a}").split()), 76)
+                                    for a in ("up", "adduser", "down"))
     actions = stack.add_subparsers(dest="action", required=True)
-    up = actions.add_parser("up", help="build and start a stack")
-    up.add_argument("--dir", required=True)
-    up.add_argument("--mta", choices=("postfix", "sendmail"), default="postfix")
-    up.add_argument("--domain", default="example.org")
-    up.add_argument("--mail-owner", default=None)
-    up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings")
-    adduser = actions.add_parser("adduser", help="create a SASL account on a stack")
-    adduser.add_argument("--dir", required=True)
-    adduser.add_argument("login")
-    adduser.add_argument("password")
-    down = actions.add_parser("down", help="stop a stack")
-    down.add_argument("--dir", required=True)
-    check = commands.add_parser("check-config", help="validate a configuration file")
+    up = command(actions, "up", "build and start a stack", "stack up")
+    up.add_argument("--dir", required=True, help="the stack's directory (created; everything it runs lives there)")
+    up.add_argument("--mta", choices=("postfix", "sendmail"), default="postfix",
+                    help="the MTA the stack runs (default: postfix)")
+    up.add_argument("--domain", default="example.org",
+                    help="the domain local users send as, the stack's myorigin (default: example.org)")
+    up.add_argument("--mail-owner", default=None, metavar="USER",
+                    help="the user owning DIR/mail/Maildir (default: the sudo user, else sendgate; Postfix only)")
+    up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                    help="put KEY: VALUE (YAML) into the stack's sendgate.yaml; may be repeated")
+    adduser = command(actions, "adduser", "create a SASL account on a stack", "stack adduser")
+    adduser.add_argument("--dir", required=True, help="the stack's directory")
+    adduser.add_argument("login", help="the SASL login (a local user's name, to send as that user)")
+    adduser.add_argument("password", help="its password")
+    down = command(actions, "down", "stop a stack", "stack down")
+    down.add_argument("--dir", required=True, help="the stack's directory")
+    check = command(commands, "check-config", "validate a configuration file")
     check.add_argument("--no-mta", action="store_true", help="check the file only, not the MTA")
-    check.add_argument("file", nargs="?", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
-    status = commands.add_parser("status", help="daemons, sockets and MTA settings")
-    status.add_argument("--dir", help="a stack started with `stack up`")
-    status.add_argument("--config", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH))
-    commands.add_parser("config-doc", help="print the configuration reference")
-    setup = commands.add_parser("setup-postfix", help="wire sendgate into Postfix")
-    setup.add_argument("--root", default="/")
-    setup.add_argument("--domain", default=None, help="myorigin for a new configuration file")
-    setup.add_argument("--undo", action="store_true")
-    man = commands.add_parser("man-pages", help="write the manual pages")
-    man.add_argument("dir")
-    resubmit = commands.add_parser("resubmit", help="send saved dead letters again")
-    resubmit.add_argument("-v", "--verbose", action="store_true")
+    check.add_argument("file", nargs="?", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH),
+                       help="the configuration file (default: $SENDGATE_CONFIG, else /etc/sendgate/sendgate.yaml)")
+    status = command(commands, "status", "daemons, sockets and MTA settings")
+    status.add_argument("--dir", help="a stack started with `stack up` instead of the installed configuration")
+    status.add_argument("--config", default=os.environ.get("SENDGATE_CONFIG", config.DEFAULT_PATH),
+                        help="the configuration file (default: $SENDGATE_CONFIG, else /etc/sendgate/sendgate.yaml)")
+    command(commands, "config-doc", "print the configuration reference")
+    setup = command(commands, "setup-postfix", "wire sendgate into Postfix")
+    setup.add_argument("--root", default="/", metavar="DIR",
+                       help="the root of the tree to change (default: /); its etc/postfix is the Postfix configured")
+    setup.add_argument("--domain", default=None,
+                       help="myorigin for a new configuration file (default: Postfix's myorigin)")
+    setup.add_argument("--undo", action="store_true", help="take out what setup-postfix put in")
+    man = command(commands, "man-pages", "write the manual pages")
+    man.add_argument("dir", help="the directory to write them into (created)")
+    resubmit = command(commands, "resubmit", "send saved dead letters again")
+    resubmit.add_argument("-v", "--verbose", action="store_true", help="print the SMTP dialogue")
     resubmit.add_argument("--list", action="store_true", help="list the saved messages, send nothing")
-    resubmit.add_argument("file", nargs="?", default=None)
+    resubmit.add_argument("file", nargs="?", default=None,
+                          help="a dead-letter file to send from (default: the spool and ~/dead.letter)")
     for name in ("install-shim", "uninstall-shim"):
-        shim = commands.add_parser(name, help=f"{name.split('-')[0]} the sendmail command as /usr/sbin/sendmail")
-        shim.add_argument("--root", default="/")
+        shim = command(commands, name, f"{name.split('-')[0]} the sendmail command as /usr/sbin/sendmail")
+        shim.add_argument("--root", default="/", metavar="DIR", help="the root of the tree to change (default: /)")
     return parser
+
+
+def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.ArgumentParser]:
+    """Every sub-command's parser by name ("stack", "setup-postfix", ...)."""
+    parser = parser or build_parser()
+    (group,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(group.choices)
 
 
 def parse_settings(items: list[str]) -> dict:

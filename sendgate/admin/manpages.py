@@ -13,6 +13,7 @@ the committed ones are stale.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 
@@ -98,9 +99,63 @@ def configuration_page() -> str:
     return "\n".join(out) + "\n"
 
 
+def _options(parser) -> list[str]:
+    """A parser's arguments as roff tagged paragraphs (--help left out)."""
+    out = []
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS or "-h" in action.option_strings or action.help is None:
+            continue
+        if action.option_strings:
+            metavar = "" if action.nargs == 0 else " " + (action.metavar or action.dest.upper())
+            name = ", ".join(f"\\fB{escape(o)}\\fR{escape(metavar)}" for o in action.option_strings)
+        else:
+            name = f"\\fI{escape(action.metavar or action.dest)}\\fR"
+        out += [".TP", name, escape(action.help)]
+    return out
+
+
+def _body(text: str) -> list[str]:
+    return [".nf", *(escape(line) for line in text.splitlines()), ".fi"]
+
+
+def subcommand_page(name: str, parser) -> str:
+    """sendgate-NAME(8): the sub-command's usage, its --help description and
+    every option; for stack, each action in a section of its own."""
+    from sendgate.admin import cli
+    out = [f'.TH SENDGATE-{name.upper()} 8 "" "{VERSION}" "sendgate manual"',
+           ".SH NAME", f"sendgate-{name} \\- {escape(_summary(name))}",
+           ".SH SYNOPSIS"]
+    actions = cli.subcommands(parser) if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions) else {}
+    parts = [(f"sendgate {name} {action}", sub) for action, sub in actions.items()] or [(f"sendgate {name}", parser)]
+    for _, sub in parts:
+        out += _body(sub.format_usage().removeprefix("usage: ").rstrip())
+    out.append(".SH DESCRIPTION")
+    if actions:
+        out += _body(f"The actions of sendgate {name}, one section each.")
+    for title, sub in parts:
+        if actions:
+            out.append(f".SH {title.upper().removeprefix('SENDGATE ')}")
+        out += _body(sub.description)
+        options = _options(sub)
+        if options:
+            out += [".PP", "Arguments:", *options]
+    out += [".SH DIAGNOSTICS", "See sendgate(8).",
+            ".SH SEE ALSO", "sendgate(8), sendgate.yaml(5)"]
+    return "\n".join(out) + "\n"
+
+
+def _summary(name: str) -> str:
+    from sendgate.admin import cli
+    (group,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return next(a.help for a in group._choices_actions if a.dest == name)
+
+
 def pages() -> dict[str, str]:
     """file name -> roff text, for every page."""
+    from sendgate.admin import cli
     out = {}
+    for name, parser in cli.subcommands().items():
+        out[f"sendgate-{name}.8"] = subcommand_page(name, parser)
     for name, section, module, program in PAGES:
         out[f"{name}.{section}"] = from_docstring(name, section, importlib.import_module(module).__doc__, program)
     out["sendgate.yaml.5"] = configuration_page()
