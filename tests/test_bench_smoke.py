@@ -17,7 +17,7 @@ from conftest import CHECKOUT, need
 def test_bench_quick_runs_every_part(tmp_path):
     need(os.geteuid() == 0, "the bench starts a private Postfix stack as root")
     for tool in ("hyperfine", "msmtp", "/usr/sbin/smtp-source", "/usr/bin/time"):
-        need(shutil.which(tool) is not None, f"{tool} is not installed (scripts/debian-packages)")
+        need(shutil.which(tool) is not None, f"{tool} is not installed (scripts/debian-packages-test)")
     bench = subprocess.Popen([sys.executable, str(CHECKOUT / "bench" / "bench.py"), "--quick", "--no-plot",
                               "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, cwd="/")

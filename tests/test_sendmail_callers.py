@@ -45,14 +45,14 @@ def php_shell(stack, pub, m):
 
 
 def php_cli(stack, pub, m):
-    need(shutil.which("php") is not None, "php-cli is not installed (scripts/debian-packages)")
+    need(shutil.which("php") is not None, "php-cli is not installed (scripts/debian-packages-test)")
     code = f'exit(mail("bob@example.net", "{m}", "line one\\n.\\nline three", "Cc: carol@example.net") ? 0 : 1);'
     return run_caller(stack, pub, USER, ["php", "-n", "-d", "sendmail_path=sendmail -t -i", "-r", code])
 
 
 def mutt(stack, pub, m):
     # mutt: `sendmail -oem -oi -- rcpts`, with write_bcc the Bcc: is in the text.
-    need(shutil.which("mutt") is not None, "mutt is not installed (scripts/debian-packages)")
+    need(shutil.which("mutt") is not None, "mutt is not installed (scripts/debian-packages-test)")
     settings = ('set sendmail="sendmail"; set write_bcc=yes; set record=""; '
                 f'set from="{USER}@{DOMAIN}"; set use_from=yes')
     argv = ["mutt", "-n", "-F", "/dev/null", "-e", settings, "-s", m, "-b", "hidden@example.net",
@@ -61,7 +61,7 @@ def mutt(stack, pub, m):
 
 
 def bsd_mailx(stack, pub, m):
-    need(shutil.which("bsd-mailx") is not None, "bsd-mailx is not installed (scripts/debian-packages)")
+    need(shutil.which("bsd-mailx") is not None, "bsd-mailx is not installed (scripts/debian-packages-test)")
     mailrc = pub / "mailrc"
     mailrc.write_text(f"set sendmail={pub}/bin/send-mail\n")
     mailrc.chmod(0o644)
@@ -70,7 +70,7 @@ def bsd_mailx(stack, pub, m):
 
 
 def git_send_email(stack, pub, m):
-    need(os.path.exists("/usr/lib/git-core/git-send-email"), "git-email is not installed (scripts/debian-packages)")
+    need(os.path.exists("/usr/lib/git-core/git-send-email"), "git-email is not installed (scripts/debian-packages-test)")
     work = pub / f"git-{m}"
     work.mkdir()
     os.chown(work, *_ids(USER))
@@ -120,7 +120,7 @@ def smtp_bs(stack, pub, m):
 def symfony_mailer(stack, pub, m):
     # Symfony Mailer's SendmailTransport in its default mode, `sendmail -bs`.
     autoload = "/usr/share/php/Symfony/Component/Mailer/autoload.php"
-    need(os.path.exists(autoload), "php-symfony-mailer is not installed (scripts/debian-packages)")
+    need(os.path.exists(autoload), "php-symfony-mailer is not installed (scripts/debian-packages-test)")
     code = (f"require '{autoload}';"
             "$t = new Symfony\\Component\\Mailer\\Transport\\SendmailTransport('sendmail -bs');"
             f"$e = (new Symfony\\Component\\Mime\\Email())->from('{USER}@{DOMAIN}')->to('bob@example.net')"
