@@ -91,3 +91,24 @@ def test_identity_field_is_xtext():
     added = with_identity_field(b"\r\nhi\r\n", "a+b\u00e9 c").split(b"\r\n", 1)[0]
     assert added == b"X-Sendgate-Login: a+2Bb+C3+A9+20c"
     assert unxtext(added.split(b": ", 1)[1].decode()) == "a+b\u00e9 c"
+
+
+REALM_CASES = [
+    pytest.param("mallory@example.org", "PLAIN", ("example.org",), "mallory", id="realm-login-is-the-local-login"),
+    pytest.param("mallory@EXAMPLE.org", "LOGIN", ("example.org",), "mallory", id="realm-compared-like-a-domain"),
+    pytest.param("mallory@other.example", "PLAIN", ("example.org",), "mallory@other.example",
+                 id="unlisted-realm-stays"),
+    pytest.param("mallory@example.org", "PLAIN", (), "mallory@example.org", id="no-realms-configured"),
+    pytest.param("alice@example.org@example.org", "PLAIN", ("example.org",), "alice@example.org",
+                 id="only-the-last-realm-is-taken-off"),
+    pytest.param("@example.org", "PLAIN", ("example.org",), "@example.org", id="empty-user-stays"),
+    pytest.param("mallory@example.org", "XCLIENT", ("example.org",), "mallory@example.org",
+                 id="xclient-login-is-not-a-sasl-login"),
+]
+
+
+@pytest.mark.parametrize("auth,auth_type,realms,want", REALM_CASES)
+def test_sasl_realm_logins_are_local_logins(auth, auth_type, realms, want):
+    daemon = LOCAL if auth_type == "XCLIENT" else "sendgate-submission"
+    got = resolve(auth, auth_type, daemon, LOCAL, fields(), realms)
+    assert (got.login, got.refusal, got.source) == (want, None, "auth")

@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 from conftest import (DOMAIN, delivered, log_text, need_stack_prerequisites, password_of, postfix_log_lines, program, queue_id,
+                      start_stack, stop_stack,
                       sendmail, submit_smtp, unique_marker)
 
 
@@ -244,3 +245,41 @@ def test_stack_up_refuses_bad_settings(tmp_path, setting, want):
                             capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (78, "", want)
     assert not (tmp_path / "s").exists()
+
+
+# --- SASL logins with a realm -------------------------------------------------
+
+REALM = f"mail.{DOMAIN}"  # the stack's myhostname: the realm of its sasldb accounts
+
+
+@pytest.fixture(scope="module")
+def realm_stack():
+    """A stack whose configuration says its SASL realm is the local users'."""
+    started = start_stack("sendgate-realm-", f"sasl_realms=[{REALM}]")
+    yield started
+    stop_stack(started.dir)
+
+
+def test_realm_login_is_not_the_local_user_unless_configured(stack, request):
+    """Logged in as sgtest1@REALM with no sasl_realms, the login is that
+    whole name, and sgtest1's own address is not its."""
+    m = unique_marker(request)
+    reply = submit_smtp(stack, f"sgtest1@{REALM}", f"sgtest1@{DOMAIN}", ["bob@example.net"],
+                        f"Subject: {m}\n\nhello\n", password=password_of("sgtest1"))
+    assert reply == f"553 5.7.1 <sgtest1@{DOMAIN}>: Sender address rejected: not owned by user sgtest1@{REALM}"
+
+
+@pytest.mark.parametrize("login", [pytest.param(f"sgtest1@{REALM}", id="with-realm"),
+                                   pytest.param("sgtest1", id="without-realm")])
+def test_realm_login_is_the_local_user_with_sasl_realms(realm_stack, request, login):
+    m = unique_marker(request)
+    reply = submit_smtp(realm_stack, login, f"sgtest1@{DOMAIN}", ["bob@example.net"],
+                        f"Subject: {m}\n\nhello\n", password=password_of("sgtest1"))
+    assert reply == "250 queued"
+    (item,) = delivered(realm_stack, m)
+    assert (item.one("Return-Path"), item.one("From"), item.all("Sender")) == (
+        f"<sgtest1@{DOMAIN}>", ME.format(user="sgtest1"), [])
+    # Another user's address is still not sgtest1's.
+    refused = submit_smtp(realm_stack, login, f"sgtest2@{DOMAIN}", ["bob@example.net"],
+                          f"Subject: {m}-2\n\nhello\n", password=password_of("sgtest1"))
+    assert refused == f"553 5.7.1 <sgtest2@{DOMAIN}>: Sender address rejected: not owned by user sgtest1"

@@ -121,7 +121,7 @@ def _body(text: str) -> list[str]:
 def subcommand_page(name: str, parser) -> str:
     """sendgate-NAME(8): the sub-command's usage, its --help description and
     every option; for stack, each action in a section of its own."""
-    from sendgate.admin import cli
+    cli = _cli()
     out = [f'.TH SENDGATE-{name.upper()} 8 "" "{VERSION}" "sendgate manual"',
            ".SH NAME", f"sendgate-{name} \\- {escape(_summary(name))}",
            ".SH SYNOPSIS"]
@@ -144,17 +144,22 @@ def subcommand_page(name: str, parser) -> str:
     return "\n".join(out) + "\n"
 
 
+def _cli():
+    """sendgate.admin.cli, whose parser the sub-command pages are built from;
+    read like the other commands' modules (by name), as cli runs this module
+    for `sendgate man-pages`."""
+    return importlib.import_module("sendgate.admin.cli")
+
+
 def _summary(name: str) -> str:
-    from sendgate.admin import cli
-    (group,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (group,) = [a for a in _cli().build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return next(a.help for a in group._choices_actions if a.dest == name)
 
 
 def pages() -> dict[str, str]:
     """file name -> roff text, for every page."""
-    from sendgate.admin import cli
     out = {}
-    for name, parser in cli.subcommands().items():
+    for name, parser in _cli().subcommands().items():
         out[f"sendgate-{name}.8"] = subcommand_page(name, parser)
     for name, section, module, program in PAGES:
         out[f"{name}.{section}"] = from_docstring(name, section, importlib.import_module(module).__doc__, program)

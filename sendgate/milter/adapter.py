@@ -183,7 +183,8 @@ class PolicyMilter(Milter.Base):
         rate limit; warnings about the hand-off are logged here."""
         facts = f"from=<{quote(self.mail_from)}> nrcpt={self.nrcpt}"
         local = self.settings.local_daemon_name
-        who = handoff.resolve(self.auth_login, self.auth_type, self.daemon_name, local, self.fields)
+        who = handoff.resolve(self.auth_login, self.auth_type, self.daemon_name, local, self.fields,
+                              self.settings.sasl_realms)
         if who.source == "ignored":
             log.warning("ignoring login=%s: auth_type=%s on daemon_name=%s, which is not %s",
                         quote(self.auth_login or ""), quote(self.auth_type or ""), quote(self.daemon_name or ""),

@@ -31,6 +31,7 @@ class MilterSettings:
     rates: RateLimits
     store: RateStore
     local_daemon_name: str   # where XCLIENT logins and X-Sendgate-Login: count
+    sasl_realms: tuple[str, ...] = ()  # SASL logins user@REALM that are the local user
 
 
 def settings_from(cfg, store: RateStore) -> MilterSettings:
@@ -43,6 +44,7 @@ def settings_from(cfg, store: RateStore) -> MilterSettings:
                          recipients=cfg.rate_recipient_limit),
         store=store,
         local_daemon_name=cfg.milter_local_daemon_name,
+        sasl_realms=cfg.sasl_realms,
     )
 
 

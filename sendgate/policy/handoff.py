@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from sendgate import replies
+from sendgate.policy.identity import local_login
 from sendgate.policy.message import Field, delete_fields, find, split_message
 from sendgate.replies import Reply
 from sendgate.wiredata import xtext
@@ -68,15 +69,20 @@ def unxtext(text: str) -> str | None:
 
 
 def resolve(auth_login: str | None, auth_type: str | None, daemon_name: str | None,
-            local_daemon_name: str, header: list[Field] | tuple[Field, ...]) -> HandOff:
+            local_daemon_name: str, header: list[Field] | tuple[Field, ...],
+            sasl_realms: tuple[str, ...] = ()) -> HandOff:
     """The login of a message, from the session's macros ({auth_authen},
     {auth_type}, {daemon_name}) and the header the MTA received: the one
-    place where the milter decides who submitted a message."""
+    place where the milter decides who submitted a message.  A SASL login
+    in one of sasl_realms is its local login (identity.local_login); an
+    XCLIENT login is the submit daemon's, a local login already."""
     places = find(header, IDENTITY_FIELD)
     remove = tuple(range(len(places), 0, -1))  # highest first: indexes stay valid
     if auth_login and (auth_type or "").upper() == "XCLIENT" and daemon_name != local_daemon_name:
         return HandOff(None, None, remove, "ignored")
     if auth_login:
+        if (auth_type or "").upper() != "XCLIENT":
+            auth_login = local_login(auth_login, sasl_realms)
         return HandOff(auth_login, None, remove, "auth")
     if daemon_name != local_daemon_name:
         return HandOff(None, None, remove, "none")

@@ -32,3 +32,14 @@ def mode_for(login: str | None) -> Mode:
     the submit daemon's field on its own service; no client can set either
     by anything it writes in the message or in MAIL FROM."""
     return Mode.SUBMISSION if login else Mode.RELAY
+
+
+def local_login(login: str, realms: tuple[str, ...]) -> str:
+    """A SASL login as the local login it stands for: "user@realm" is "user"
+    when realm is one of realms (sasl_realms; compared case-insensitively,
+    like domains), so that it owns user@myorigin and counts against user's
+    limits.  Any other login is returned as it is, realm included."""
+    user, at, realm = login.rpartition("@")
+    if at and user and realm.lower() in {r.lower() for r in realms}:
+        return user
+    return login
