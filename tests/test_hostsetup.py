@@ -165,3 +165,51 @@ def test_setup_without_postfix_configuration_fails_clearly(tmp_path):
     result = setup(tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("sendgate: setup-postfix: postconf -xh myhostname myorigin: postconf: fatal: open ")
+
+
+SUBMISSION = ["submission", "inet", "n", "-", "n", "-", "-", "smtpd", "-o", "syslog_name=postfix/submission",
+              "-o", "smtpd_tls_security_level=encrypt", "-o", "smtpd_sasl_auth_enable=yes",
+              "-o", "smtpd_tls_auth_only=yes", "-o", "smtpd_client_restrictions=permit_sasl_authenticated,reject",
+              "-o", "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+              "-o", "milter_macro_daemon_name=sendgate-submission", "-o", "local_header_rewrite_clients="]
+
+
+def with_certificate(host):
+    main = host / "etc/postfix/main.cf"
+    main.write_text(main.read_text() + "smtpd_tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+                                       "smtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key\n")
+
+
+def test_submission_service_added_and_undone_exactly(host):
+    with_certificate(host)
+    before_main, before_master = postconf(host, "-n"), postconf(host, "-M")
+    runs = [setup(host, "--submission") for _ in range(2)]  # twice: the second adds nothing
+    assert [(r.returncode, r.stderr) for r in runs] == [(0, ""), (0, "")]
+    added = "postfix: added the submission/inet service: STARTTLS, then SASL AUTH (port 587)"
+    assert [added in r.stdout.splitlines() for r in runs] == [True, False]
+    assert postconf(host, "-M", "submission/inet").split() == SUBMISSION
+    # TLS and SASL are the host's: the service names no certificate or SASL server of its own.
+    assert postconf(host, "-h", "smtpd_tls_cert_file") == "/etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+    undone = setup(host, "--undo")
+    assert undone.returncode == 0, undone.stderr
+    assert "postfix: removed the submission/inet service" in undone.stdout.splitlines()
+    assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
+    assert not (host / "etc/sendgate/postfix-submission").exists()
+
+
+@pytest.mark.parametrize("change,error", [
+    pytest.param("no-certificate", "--submission: main.cf names no smtpd_tls_cert_file and smtpd_tls_key_file "
+                 "(the certificate the service offers before AUTH)", id="no-certificate"),
+    pytest.param("own-submission", "--submission: master.cf has a submission/inet service already; not changing it",
+                 id="host-has-a-submission-service"),
+])
+def test_submission_refused_changes_nothing(host, change, error):
+    if change == "own-submission":
+        with_certificate(host)
+        subprocess.run(["postconf", "-c", f"{host}/etc/postfix", "-M",
+                        "submission/inet=submission inet n - y - - smtpd"], check=True)
+    before_main, before_master = postconf(host, "-n"), postconf(host, "-M")
+    result = setup(host, "--submission")
+    assert (result.returncode, result.stderr) == (1, f"sendgate: setup-postfix: {error}\n")
+    assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
+    assert not (host / "etc/sendgate/sendgate.yaml").exists()

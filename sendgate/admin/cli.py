@@ -9,7 +9,7 @@ SYNOPSIS
     sendgate status [--dir DIR] [--config FILE]
     sendgate config-doc
     sendgate man-pages DIR
-    sendgate setup-postfix [--root DIR] [--domain DOMAIN] [--undo]
+    sendgate setup-postfix [--root DIR] [--domain DOMAIN] [--submission] [--undo]
     sendgate resubmit [-v] [--list] [FILE]
     sendgate install-shim [--root DIR]
     sendgate uninstall-shim [--root DIR]
@@ -56,8 +56,10 @@ DESCRIPTION
                   sender_login_maps entries, the systemd units, and in Postfix
                   the submit daemon's service and the milter, failing closed,
                   as that sendgate.yaml names them (submit_upstream,
-                  milter_socket, milter_local_daemon_name).  --undo takes it
-                  out again.  Starts nothing; see the README's install guide
+                  milter_socket, milter_local_daemon_name).  --submission
+                  adds the port 587 service (STARTTLS, then SASL AUTH, the
+                  milter's policy for the authenticated user).  --undo
+                  takes it all out again.  Starts nothing; see the README's install guide
                   for the rest.
     man-pages     Write the manual pages, built from each command's --help
                   and from the configuration schema, into DIR.
@@ -162,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the root of the tree to change (default: /); its etc/postfix is the Postfix configured")
     setup.add_argument("--domain", default=None,
                        help="myorigin for a new configuration file (default: Postfix's myorigin)")
-    setup.add_argument("--undo", action="store_true", help="take out what setup-postfix put in")
+    setup.add_argument("--submission", action="store_true",
+                       help="also add the submission service (port 587: STARTTLS with main.cf's certificate, then "
+                            "SASL AUTH with main.cf's SASL server; the README says what to set)")
+    setup.add_argument("--undo", action="store_true", help="take out what setup-postfix put in, --submission's "
+                       "service included")
     man = command(commands, "man-pages", "write the manual pages")
     man.add_argument("dir", help="the directory to write them into (created)")
     resubmit = command(commands, "resubmit", "send saved dead letters again")
@@ -245,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.undo:
                 steps = hostsetup.undo(args.root)
             else:
-                steps = hostsetup.setup(args.root, args.domain)
+                steps = hostsetup.setup(args.root, args.domain, args.submission)
         except hostsetup.SetupError as err:
             print(f"sendgate: setup-postfix: {err}", file=sys.stderr)
             return 1

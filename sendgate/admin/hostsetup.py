@@ -20,7 +20,13 @@ tests:
    milter_socket in smtpd_milters with milter_default_action = tempfail.
    The main.cf values it replaces are saved in
    /etc/sendgate/postfix-before.conf;
-4. `--undo` removes the service, restores the saved main.cf values and
+4. with --submission, network submission on port 587: the `submission`
+   inet service of sendgate/postfix.py (STARTTLS required with main.cf's
+   certificate, SASL AUTH with main.cf's SASL server, only authenticated
+   clients, the milter's policy as for the submit socket); refused when
+   main.cf names no certificate or master.cf has a submission service of
+   its own.  /etc/sendgate/postfix-submission records that it was added;
+5. `--undo` removes the services, restores the saved main.cf values and
    removes the units and the tmpfiles.d entry; the configuration file and the
    spool (with any messages still waiting) are left in place.
 
@@ -36,13 +42,14 @@ import subprocess
 import sys
 
 from sendgate import config
-from sendgate.postfix import PostconfError, Service, postconf, sendgate_service, service_name
+from sendgate.postfix import PostconfError, Service, postconf, sendgate_service, service_name, submission_service
 
 MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
 CONFIG = "/etc/sendgate/sendgate.yaml"
 TMPFILES = "/etc/tmpfiles.d/sendgate.conf"
 PACKAGED_TMPFILES = "/usr/lib/tmpfiles.d/sendgate.conf"
+SUBMISSION_ADDED = "/etc/sendgate/postfix-submission"
 
 
 class SetupError(Exception):
@@ -103,8 +110,24 @@ def host_config(example: str, myhostname: str, myorigin: str) -> str:
     return "".join(out)
 
 
-def setup(root: str, domain: str | None = None) -> list[str]:
+def _check_submission(root: str) -> Service | None:
+    """The submission service to add, None when setup added it before;
+    SetupError when it cannot be added."""
+    service = submission_service("submission")
+    if os.path.exists(_at(root, SUBMISSION_ADDED)):
+        return None
+    if _postconf(root, "-M", service.key).strip():
+        raise SetupError(f"--submission: master.cf has a {service.key} service already; not changing it")
+    cert, key = _postconf(root, "-xh", "smtpd_tls_cert_file", "smtpd_tls_key_file").splitlines()
+    if not cert or not key:
+        raise SetupError("--submission: main.cf names no smtpd_tls_cert_file and smtpd_tls_key_file "
+                         "(the certificate the service offers before AUTH)")
+    return service
+
+
+def setup(root: str, domain: str | None = None, submission: bool = False) -> list[str]:
     done = []
+    new_submission = _check_submission(root) if submission else None
     etc = _at(root, "/etc/sendgate")
     os.makedirs(etc, exist_ok=True)
     config_path = _at(root, CONFIG)
@@ -147,6 +170,12 @@ def setup(root: str, domain: str | None = None) -> list[str]:
     _postconf(root, "-M", f"{service.key}={service.entry()}")
     _postconf(root, "-P", *service.postconf_parameters())
     done.append(f"postfix: added the {service.name} service and the milter (run `postfix reload`)")
+    if new_submission is not None:
+        _postconf(root, "-M", f"{new_submission.key}={new_submission.entry()}")
+        _postconf(root, "-P", *new_submission.postconf_parameters())
+        with open(_at(root, SUBMISSION_ADDED), "w", encoding="utf-8") as fp:
+            fp.write(new_submission.key + "\n")
+        done.append(f"postfix: added the {new_submission.key} service: STARTTLS, then SASL AUTH (port 587)")
     return done
 
 
@@ -160,6 +189,14 @@ def undo(root: str) -> list[str]:
     if _postconf(root, "-M", service.key).strip():
         _postconf(root, "-MX", service.key)
         done.append(f"postfix: removed the {service.name} service")
+    added = _at(root, SUBMISSION_ADDED)
+    if os.path.exists(added):
+        with open(added, encoding="utf-8") as fp:
+            key = fp.read().strip()
+        if _postconf(root, "-M", key).strip():
+            _postconf(root, "-MX", key)
+        os.unlink(added)
+        done.append(f"postfix: removed the {key} service")
     saved = _at(root, "/etc/sendgate/postfix-before.conf")
     if os.path.exists(saved):
         with open(saved, encoding="utf-8") as fp:
