@@ -1,8 +1,9 @@
 """What sendgate writes into Postfix and reads back from it, in one place.
 
 * The `sendgate` service: the smtpd that the submit daemon forwards to,
-  a unix socket in $queue_directory/public/ (mode 0710, group postdrop:
-  only root and the sendgate user reach it), the only service that trusts
+  a unix socket in $queue_directory/public/ (owner postfix, group postdrop,
+  mode 0710, 2710 on Debian: only root, postfix and the sendgate user reach
+  it), the only service that trusts
   XCLIENT.  Its entry is produced here for the private stacks
   (sendgate/stack/postfix.py), `sendgate setup-postfix`
   (sendgate/admin/hostsetup.py), the bench (bench/benchstack.py) and the
