@@ -47,6 +47,8 @@ def case(id, args, message, want):
     return pytest.param(args, message, want, id=id)
 
 
+LONGEST_LINE = (1 << 20) - 2  # characters: with CRLF, 1 MiB (sendgate/submit_socket/protocol.py)
+
 MESSAGES = [
     case("F-adds-from-when-missing", ["-F", "Joe Q. Public", "-i", "bob@example.net"],
          "Subject: {m}\n\nbody\n", {"From": f'"Joe Q. Public" <{USER}@{DOMAIN}>', "body": b"body\n"}),
@@ -63,6 +65,9 @@ MESSAGES = [
          "To: bob@example.net\nSubject: {m}\n\nkept\n.\nsent too\n", {"body": b"kept\n.\nsent too\n"}),
     case("line-over-998-octets", ["-t", "-i"],
          "To: bob@example.net\nSubject: {m}\n\n" + "x" * 5000 + "\nend\n", {"body": b"x" * 5000 + b"\nend\n"}),
+    case("line-of-1-mib-with-its-crlf", ["-t", "-i"],  # the README's limit
+         "To: bob@example.net\nSubject: {m}\n\n" + "x" * LONGEST_LINE + "\nend\n",
+         {"body": b"x" * LONGEST_LINE + b"\nend\n"}),
     case("bare-cr-never-doubled", ["-t", "-i"],
          "To: bob@example.net\r\nSubject: {m}\r\n\r\na\r\nb\r\n", {"body": b"a\nb\n"}),
     case("utf8-recipient-asks-smtputf8", ["-i", "j\u00f6rg@example.net"],
@@ -85,6 +90,18 @@ def test_message_handling(stack, public_dir, request, args, message, want):  # n
         assert item.one("From") == want["From"]
     if "body" in want:
         assert item.raw.split(b"\n\n", 1)[1] == want["body"]
+
+
+def test_longer_line_is_refused_and_saved(stack, public_dir, request):  # noqa: F811
+    m = unique_marker(request)
+    home = pathlib.Path(pwd.getpwnam(USER).pw_dir)
+    clear_dead_letter(home)
+    message = f"To: bob@example.net\nSubject: {m}\n\n" + "x" * (LONGEST_LINE + 1) + "\nend\n"
+    result = run_caller(stack, public_dir, USER, ["sendmail", "-t", "-i"], message.encode())
+    assert (result.returncode, result.stderr) == (69, f"sendmail: message refused: 500 5.5.2 Error: line too long; "
+                                                      f"message saved in {home}/dead.letter\n".encode())
+    assert m.encode() in (home / "dead.letter").read_bytes()
+    clear_dead_letter(home)
 
 
 def test_verbose_shows_the_parameters_sent(stack, public_dir, request):  # noqa: F811
