@@ -112,6 +112,8 @@ def _first_repeat(header: Sequence[Field], indexes: Sequence[int]) -> str | None
 def resent_block(header: Sequence[Field]) -> list[int]:
     """Indexes of the resent block to use (see the module docstring)."""
     runs = _runs(header)
+    if not runs:
+        return []   # none left, e.g. the only one was a Resent-Bcc the fix-ups removed
     first_ordinary = next(
         (i for i, f in enumerate(header) if not is_resent(f) and f.name.lower() not in _TRACE),
         len(header),
