@@ -28,7 +28,7 @@ def test_harness_over_its_corpus(target, tmp_path):
     written = subprocess.run([sys.executable, str(FUZZ / f"{target}.py"), "--write-seeds", str(seeds)],
                              capture_output=True, text=True, check=True)
     assert int(written.stdout.strip()) > 0
-    run = subprocess.run([sys.executable, str(FUZZ / f"{target}.py"), "-seed=1", "-max_total_time=4",
+    run = subprocess.run([sys.executable, str(FUZZ / f"{target}.py"), "-seed=1", "-max_total_time=3",
                           "-timeout=10", f"-artifact_prefix={tmp_path}/", str(seeds)],
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
