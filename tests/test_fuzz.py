@@ -6,11 +6,14 @@ campaign."""
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
 import subprocess
 import sys
 
 import pytest
+
+from conftest import need
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FUZZ = ROOT / "fuzz"
@@ -23,7 +26,7 @@ def test_every_harness_is_listed():
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_harness_over_its_corpus(target, tmp_path):
-    pytest.importorskip("atheris")
+    need(importlib.util.find_spec("atheris") is not None, "atheris is missing (the fuzz extra; scripts/test installs it)")
     seeds = tmp_path / "seeds"
     written = subprocess.run([sys.executable, str(FUZZ / f"{target}.py"), "--write-seeds", str(seeds)],
                              capture_output=True, text=True, check=True)
