@@ -54,7 +54,11 @@ def format_entry(message: bytes, envelope: Envelope, when: str) -> bytes:
     body = message.replace(b"\r\n", b"\n")
     quoted = b"\n".join(b">" + line if line.lstrip(b">").startswith(b"From ") else line
                         for line in body.split(b"\n"))
-    return "\n".join(lines + [""]).encode("utf-8", "surrogateescape") + quoted.rstrip(b"\n") + b"\n\n"
+    # The message's own trailing empty lines stay (fuzz/spool.py found them
+    # lost); it ends with a LF, then the empty line that ends the entry.
+    if quoted and not quoted.endswith(b"\n"):
+        quoted += b"\n"
+    return "\n".join(lines + [""]).encode("utf-8", "surrogateescape") + quoted + b"\n"
 
 
 def parse_entry(chunk: bytes) -> tuple[Envelope, bytes] | None:

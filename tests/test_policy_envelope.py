@@ -248,6 +248,43 @@ CASES = [
         X(["t@x.org", "c@x.org"], resent=True),
         id="rfc822-top-and-bottom-runs",
     ),
+    # --- Only the seven RFC 5322 resent fields count (issue 18). -----------
+    pytest.param(
+        H("Resent-Foo: x", "From: Alice <alice@example.org>", "To: a@x.org"),
+        (),
+        X(["a@x.org"]),
+        id="made-up-resent-prefix-is-ordinary",
+    ),
+    pytest.param(
+        H("Resent-From: r@x.org", "Resent-Foo: x", "Resent-To: a@x.org", "Resent-Foo: y", "To: c@x.org"),
+        (),
+        X(["a@x.org"], resent=True),
+        id="made-up-resent-fields-not-in-block",
+    ),
+    # --- Adjacent blocks, no trace field between them. ----------------------
+    pytest.param(
+        H("Resent-From: new@x.org", "Resent-Date: d2", "Resent-To: a@x.org", "Resent-Bcc: h@x.org",
+          "Resent-From: old@x.org", "Resent-Date: d1", "Resent-To: b@x.org", "Resent-Bcc: o@x.org",
+          "To: c@x.org"),
+        (),
+        X(["a@x.org", "h@x.org"], remove=[3], resent=True),
+        id="adjacent-blocks-split",
+    ),
+    pytest.param(
+        H("Resent-Date: d3", "Resent-From: n@x.org", "Resent-To: a@x.org",
+          "Resent-Date: d2", "Resent-From: m@x.org", "Resent-To: b@x.org",
+          "Resent-Date: d1", "Resent-From: o@x.org", "Resent-To: c@x.org", "To: z@x.org"),
+        (),
+        X(["a@x.org"], resent=True),
+        id="three-adjacent-blocks",
+    ),
+    pytest.param(
+        H("Resent-To: a@x.org", "Resent-From: n@x.org", "Resent-Date: d2", "Resent-To: b@x.org",
+          "Resent-From: o@x.org", "Resent-Date: d1", "To: z@x.org"),
+        (),
+        X(["a@x.org"], resent=True),
+        id="adjacent-blocks-to-first",
+    ),
 ]
 
 
@@ -272,6 +309,24 @@ ERROR_CASES = [
         H("From: me@example.com", "Resent-To: a@x.org", "Resent-To: b@x.org"),
         HeaderError("Resent-To", "ambiguous resent block: field appears twice"),
         id="bottom-block-twice",
+    ),
+    pytest.param(
+        H("Resent-From: n@x.org", "Resent-Date: d2", "Resent-To: a@x.org", "Resent-From: o@x.org",
+          "Resent-Date: d1", "To: z@x.org"),
+        HeaderError("Resent-From", "ambiguous resent block: field appears twice"),
+        id="adjacent-blocks-two-cuts",
+    ),
+    pytest.param(
+        H("Resent-From: n@x.org", "Resent-Date: d2", "Resent-To: a@x.org", "Resent-To: b@x.org",
+          "Resent-From: o@x.org", "Resent-Date: d1", "Resent-To: c@x.org", "To: z@x.org"),
+        HeaderError("Resent-To", "ambiguous resent block: field appears twice"),
+        id="adjacent-blocks-no-cut",
+    ),
+    pytest.param(
+        H("Resent-From: n@x.org", "Resent-To: a@x.org", "Resent-From: o@x.org", "Resent-To: b@x.org",
+          "To: z@x.org"),
+        HeaderError("Resent-From", "ambiguous resent block: field appears twice"),
+        id="adjacent-blocks-without-date",
     ),
     pytest.param(
         H(

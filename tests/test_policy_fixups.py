@@ -54,6 +54,15 @@ def header(text: str) -> list[Field]:
                  "Resent-To: bob@example.net\nResent-Bcc: hidden@example.net\nReceived: x\nResent-Bcc: old@x\n"
                  "Resent-Date: z\n" + COMPLETE,
                  [ChangeHeader("Resent-Bcc", 1, "")], id="resent-bcc-of-newest-block"),
+    pytest.param("Resent-Foo: x\n" + COMPLETE + "From: Alice <carol@example.net>\n", [SENDER_ALICE],
+                 id="made-up-resent-prefix-gets-sender"),
+    pytest.param("Resent-From: alice@example.org\nResent-Date: y\nResent-Message-ID: <q@b>\n"
+                 "Resent-From: carol@example.net\nResent-Date: x\nResent-Message-ID: <r@b>\n" + COMPLETE,
+                 [], id="adjacent-blocks-newest-is-mine-no-sender"),
+    pytest.param("Resent-From: carol@example.net\nResent-Date: y\nResent-Message-ID: <q@b>\n"
+                 "Resent-From: alice@example.org\nResent-Date: x\nResent-Message-ID: <r@b>\n" + COMPLETE,
+                 [AddHeader("Resent-Sender", "Alice Example <alice@example.org>", 0)],
+                 id="adjacent-blocks-newest-foreign-sender"),
     pytest.param(COMPLETE + "From: alice\nTo: bob, Carol <carol>, d@x.net\n",
                  [ChangeHeader("From", 1, "alice@example.org"),
                   ChangeHeader("To", 1, "bob@example.org, Carol <carol@example.org>, d@x.net")], id="qualify"),

@@ -70,6 +70,17 @@ CASES = [
           "Message-ID": "<orig.{m}@client.example>", "added": set(),
           "resent": ["Resent-Date", "Resent-Message-ID", "Resent-From", "Resent-To"],
           "Resent-From": ME}),
+    case("adjacent-resent-blocks-argv-no-resent-sender",
+         "Resent-From: sgtest1@example.org\nResent-Date: Wed, 02 Dec 2026 10:00:00 +0000\n"
+         "Resent-From: carol@example.net\nResent-Date: Tue, 01 Dec 2026 10:00:00 +0000\n"
+         "From: carol@example.net\nTo: bob@example.net\nDate: Mon, 30 Nov 2026 10:00:00 +0000\n"
+         "Message-ID: <orig.{m}@client.example>\nSubject: {m}\n\nhi\n",
+         {"X-Original-To": ["frank@example.net"], "Resent-Sender": None, "Sender": None},
+         args=["-i", "frank@example.net"]),
+    case("made-up-resent-prefix-gets-sender",
+         "Resent-Foo: x\nFrom: Alice <alice@example.org>\nTo: bob@example.net\nSubject: {m}\n\nhi\n",
+         {"From": "Alice <alice@example.org>", "Sender": ME, "Resent-Sender": None},
+         args=["-i", "bob@example.net"]),
     case("unqualified-f-is-qualified",
          "To: bob@example.net\nSubject: {m}\n\nhello\n",
          {"From": ME}, args=["-t", "-i", "-f", "sgtest1"]),
@@ -90,7 +101,7 @@ def test_submission_through_the_mta(stack, request, given, want):
     assert sorted(c.one("X-Original-To") for c in copies) == want.get("X-Original-To", [c.one("X-Original-To") for c in copies])
     for item in copies:
         assert item.one("Return-Path") == f"<{user}@{DOMAIN}>"
-        for name in ("From", "Sender", "To", "Date", "Message-ID", "Bcc", "Resent-From"):
+        for name in ("From", "Sender", "To", "Date", "Message-ID", "Bcc", "Resent-From", "Resent-Sender"):
             if name in want:
                 expected = fill(want[name])
                 assert item.all(name) == ([] if expected is None else [expected]), name

@@ -13,25 +13,37 @@ Source of recipients:
 2. Otherwise the Resent-To/Cc/Bcc of one resent block, and only that block's
    Resent-Bcc fields are removed.  Which block:
 
-   A *run* is a maximal sequence of consecutive fields whose names start
-   with "Resent-".  Any other field ends a run, trace fields (Received,
-   Return-Path) included.
+   The resent fields are the seven of RFC 5322 §3.6.6: Resent-Date, -From,
+   -Sender, -To, -Cc, -Bcc and -Message-ID.  Any other name starting with
+   "Resent-" (a made-up Resent-Foo) is an ordinary field: it neither
+   switches resent mode (here or in the fix-ups) nor belongs to a block.
+
+   A *run* is a maximal sequence of consecutive resent fields.  Any other
+   field ends a run, trace fields (Received, Return-Path) included.
 
    * One run: it is the block (wherever it sits; some MUAs append their
      Resent- fields at the bottom of the header).
    * Several runs, all above the first field that is neither trace nor
-     Resent- (RFC 5322 §3.6.6 blocks, prepended one per resend and kept
+     resent (RFC 5322 §3.6.6 blocks, prepended one per resend and kept
      apart by the Received fields each relay added): the topmost run is the
      newest block and the only one used.
    * Several runs, at least one of them below an ordinary field (From, To,
-     Subject, ...): the Resent- fields are scattered, RFC 822 style.  If no
-     Resent- field name occurs twice in the whole header, all of them form
+     Subject, ...): the resent fields are scattered, RFC 822 style.  If no
+     resent field name occurs twice in the whole header, all of them form
      one block (RFC 822 allows only one resent set); otherwise the header is
      ambiguous and rejected, naming the first field seen twice.
 
-   In the block used, a Resent- field name that appears twice makes the
-   block ambiguous and the message is rejected.  Decision: older blocks are
-   not checked, since their fields are not used.
+   Adjacent blocks: a run used as a block in which a field name appears
+   twice holds several blocks with no trace field between them.  It is cut
+   into consecutive blocks such that every block has exactly one
+   Resent-Date, exactly one Resent-From and no field name twice (what RFC
+   5322 §3.6.6 asks of a block).  If there is exactly one such cut, the
+   first (topmost) block is used; if there is none, or more than one (e.g.
+   "Resent-From, Resent-Date, Resent-To, Resent-From, Resent-Date": does the
+   Resent-To end the first block or start the second?), the run is ambiguous
+   and the message is rejected, naming the first field seen twice.
+   Decision: older blocks are not checked further, since their fields are
+   not used.
 
 Then: groups expand to their members (an empty group adds none);
 unqualified addresses get "@domain"; the RCPT addresses in `extra` come
@@ -53,6 +65,8 @@ from sendgate.policy.message import Field, valid_utf8
 _TRACE = frozenset({"received", "return-path"})
 _NORMAL_SOURCES = frozenset({"to", "cc", "bcc"})
 _RESENT_SOURCES = frozenset({"resent-to", "resent-cc", "resent-bcc"})
+RESENT_FIELDS = frozenset({"resent-date", "resent-from", "resent-sender", "resent-to", "resent-cc",
+                           "resent-bcc", "resent-message-id"})
 
 
 class HeaderError(ValueError):
@@ -76,11 +90,11 @@ class Extraction:
 
 
 def is_resent(field: Field) -> bool:
-    """A Resent- field (RFC 5322 §3.6.6).  A message with any is being
-    re-sent for the fix-ups (sendgate.policy.fixups), as for Postfix's
-    cleanup; RCPTHDR switches to resent mode only on Resent-To, -Cc or
-    -Bcc (rule 2 above)."""
-    return field.name.lower().startswith("resent-")
+    """One of the seven resent fields of RFC 5322 §3.6.6 (not any name that
+    starts with "Resent-").  A message with any is being re-sent for the
+    fix-ups (sendgate.policy.fixups), as for Postfix's cleanup; RCPTHDR
+    switches to resent mode only on Resent-To, -Cc or -Bcc (rule 2 above)."""
+    return field.name.lower() in RESENT_FIELDS
 
 
 def _runs(header: Sequence[Field]) -> list[list[int]]:
@@ -109,9 +123,39 @@ def _first_repeat(header: Sequence[Field], indexes: Sequence[int]) -> str | None
     return None
 
 
+def _split_blocks(header: Sequence[Field], run: Sequence[int]) -> list[list[int]] | None:
+    """The run cut into adjacent blocks (module docstring), or None when
+    there is not exactly one way to cut it."""
+    names = [header[i].name.lower() for i in run]
+    longest = len(RESENT_FIELDS)   # a block holds each name at most once
+
+    def is_block(a: int, b: int) -> bool:
+        part = names[a:b]
+        return (len(set(part)) == len(part) and "resent-date" in part and "resent-from" in part)
+
+    # ways[b]: how many cuts of run[:b] (counted up to 2); last[b]: where the
+    # final block of the one cut starts.
+    ways = [1] + [0] * len(run)
+    last = [0] * (len(run) + 1)
+    for b in range(1, len(run) + 1):
+        for a in range(max(0, b - longest), b):
+            if ways[a] and is_block(a, b):
+                ways[b] = min(2, ways[b] + ways[a])
+                last[b] = a
+    if ways[len(run)] != 1:
+        return None
+    blocks, b = [], len(run)
+    while b:
+        blocks.insert(0, list(run[last[b]:b]))
+        b = last[b]
+    return blocks
+
+
 def resent_block(header: Sequence[Field]) -> list[int]:
     """Indexes of the resent block to use (see the module docstring)."""
     runs = _runs(header)
+    if not runs:
+        return []   # none left, e.g. the only one was a Resent-Bcc the fix-ups removed
     first_ordinary = next(
         (i for i, f in enumerate(header) if not is_resent(f) and f.name.lower() not in _TRACE),
         len(header),
@@ -121,7 +165,10 @@ def resent_block(header: Sequence[Field]) -> list[int]:
         block = runs[0]
         repeated = _first_repeat(header, block)
         if repeated is not None:
-            raise HeaderError(repeated, "ambiguous resent block: field appears twice")
+            blocks = _split_blocks(header, block)
+            if blocks is None:
+                raise HeaderError(repeated, "ambiguous resent block: field appears twice")
+            block = blocks[0]
         return block
     # RFC 822 style: scattered among ordinary fields, usable only as one set.
     every = [i for run in runs for i in run]
