@@ -68,7 +68,9 @@ def verify(opts: Options, path: str, recipients: list[str]) -> int:
 
 
 def relay_smtp(path: str) -> int:
-    """-bs: copy standard input to the socket and the socket to standard output."""
+    """-bs: copy standard input to the socket and the socket to standard
+    output, until the server ends the session.  The exit status says
+    whether the server accepted what it was given (DialogueOutcome)."""
     import select
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
@@ -79,13 +81,15 @@ def relay_smtp(path: str) -> int:
         sys.stdout.flush()
         raise Failure(EX_TEMPFAIL, f"cannot connect to {path}", err.strerror or str(err)) from None
     stdin, stdout = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
+    outcome = DialogueOutcome()
     open_in = True
     while True:
         readable, _, _ = select.select([sock] + ([stdin] if open_in else []), [], [])
         if sock in readable:
             data = sock.recv(65536)
             if not data:
-                return EX_OK
+                break
+            outcome.feed(data)
             while data:
                 data = data[os.write(stdout, data):]
         if open_in and stdin in readable:
@@ -95,6 +99,39 @@ def relay_smtp(path: str) -> int:
             else:
                 open_in = False
                 sock.shutdown(_socket.SHUT_WR)
+    sock.close()
+    if outcome.worst:
+        code, text = outcome.worst
+        raise Failure(outcome.status(), "-bs", f"the server said: {code} {text}")
+    if outcome.awaiting_data:
+        raise Failure(EX_TEMPFAIL, "-bs", "the session ended before the server accepted the message")
+    return EX_OK
+
+
+class DialogueOutcome:
+    """What the server's side of a -bs dialogue said: the worst final reply
+    (a 4xx before a 5xx only when no 5xx came) and whether a message was
+    left without its reply (354 seen, no reply to the end of data)."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.worst: tuple[int, str] | None = None
+        self.awaiting_data = False
+
+    def feed(self, data: bytes) -> None:
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if len(line) < 3 or not line[:3].isdigit() or line[3:4] == b"-":
+                continue
+            code, text = int(line[:3]), line[4:].decode("utf-8", "replace")
+            self.awaiting_data = code == 354
+            if code >= 400 and (self.worst is None or self.worst[0] < 500 <= code):
+                self.worst = (code, text)
+
+    def status(self) -> int:
+        code, text = self.worst  # type: ignore[misc]
+        return status_for(code, text)
 
 
 def find_program(name: str) -> str | None:

@@ -71,6 +71,22 @@ class _Delegate:
 _DELEGATE = _Delegate()
 
 
+class _ClientInput(asyncio.StreamReader):
+    """The client's side of a session.  At its end of input (a close or a
+    half-close after the last command) the command loop ends only once
+    every complete line before it has been read and acted on: aiosmtpd
+    cancels the loop as soon as EOF arrives instead, which drops the
+    commands still buffered and, with them, a pipelined message
+    (SubmitSMTP.eof_received).  Ending it is a cancel, as aiosmtpd's own
+    end of a session is; an unfinished line or message is discarded."""
+
+    async def readuntil(self, separator=b"\n"):
+        try:
+            return await super().readuntil(separator)
+        except asyncio.IncompleteReadError:
+            raise asyncio.CancelledError from None
+
+
 class SubmitSMTP(SMTP):
     # aiosmtpd sizes its StreamReader from this class attribute: lines longer
     # than 1 MiB (command or data) are answered "500 5.5.2 line too long".
@@ -102,7 +118,7 @@ class SubmitSMTP(SMTP):
         self.__ident__ = "ESMTP sendgate"
         self.loop = asyncio.get_running_loop()
         asyncio.StreamReaderProtocol.__init__(
-            self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            self, _ClientInput(loop=self.loop, limit=self.line_length_limit),
             client_connected_cb=self._cb_client_connected, loop=self.loop)
         self.event_handler = _DELEGATE
         self.data_size_limit = settings.size_limit
@@ -177,6 +193,12 @@ class SubmitSMTP(SMTP):
         s.pid, s.gid, s.who = me.pid, me.gid, me.peer
         s.peer = f"uid={s.uid}"
         s.forward = Forwarder(self.settings, self.registry, s.login, f"{s.sid}: uid={s.uid} login={s.login}")
+
+    def eof_received(self) -> bool:
+        """The client will send no more: let the reader see the end after
+        what it holds (_ClientInput), keep the connection open for the
+        replies still to come."""
+        return asyncio.StreamReaderProtocol.eof_received(self)
 
     def credentials(self, transport) -> tuple[int, int, int]:
         """pid, uid, gid of the peer: the kernel's (retry.py gives a spool entry's owner)."""
