@@ -111,14 +111,26 @@ def milter_daemon(cfg) -> list[Finding]:
     return out
 
 
+def submit_users(value: str) -> list[Finding]:
+    """authorized_submit_users as postconf -h prints it: root alone (or
+    nobody) keeps Postfix's own sendmail, postdrop and -bs from being a way
+    around the submit socket's policy."""
+    users = value.replace(",", " ").split()
+    if all(user in ("root", "!static:all") for user in users) and users:
+        return [Finding(f"postfix: authorized_submit_users = {value.strip()}")]
+    return [Finding(f"postfix: authorized_submit_users = {value.strip() or '(empty)'}: users other than root can "
+                    "submit with Postfix's own sendmail and postdrop, around sendgate's policy "
+                    "(set authorized_submit_users = root)", True)]
+
+
 def postfix(cfg) -> list[Finding]:
     """Postfix as configured: the milter attached and failing closed, the
     submit daemon's service in public/ with XCLIENT, XCLIENT nowhere else."""
     directory = cfg.postfix_config_directory
     try:
-        milters, action, xclient, queue = postconf(
+        milters, action, xclient, queue, submitters = postconf(
             directory, "-h", "smtpd_milters", "milter_default_action", "smtpd_authorized_xclient_hosts",
-            "queue_directory").splitlines()
+            "queue_directory", "authorized_submit_users").splitlines()
         services = postconf(directory, "-P")
     except PostconfError as err:
         said = err.said.splitlines()[-1] if err.said else "postconf failed"
@@ -135,6 +147,7 @@ def postfix(cfg) -> list[Finding]:
     if xclient.strip():
         out.append(Finding(f"postfix: smtpd_authorized_xclient_hosts = {xclient} in main.cf: every smtpd "
                            "service trusts XCLIENT; allow it only on the sendgate service", True))
+    out.extend(submit_users(submitters))
     upstream = cfg.submit_upstream.removeprefix("unix:")
     name = service_name(cfg.submit_upstream)
     own = [line for line in services.splitlines() if line.startswith(f"{name}/unix/")]
