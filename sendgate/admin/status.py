@@ -111,6 +111,33 @@ def milter_daemon(cfg) -> list[Finding]:
     return out
 
 
+def rate_store(cfg) -> list[Finding]:
+    """rate_store: redis reachable by other local users is a way to block
+    them (HSET sendgate:rate:alice:... m 999999): a TCP server without a
+    password, a unix socket other users may connect to, or a password
+    written into the URL of a configuration file every user can read."""
+    if cfg.rate_store != "redis":
+        return []
+    from urllib.parse import urlsplit
+    url = urlsplit(cfg.rate_redis_url)
+    if url.scheme == "unix":
+        try:
+            mode = stat.S_IMODE(os.stat(url.path).st_mode)
+        except OSError as err:
+            return [Finding(f"rate store: {url.path}: {err.strerror}", True)]
+        if mode & 0o006:
+            return [Finding(f"rate store: {url.path} is open to every user (mode {mode:04o}): anyone can write "
+                            "the rate counters (set unixsocketperm 770 and a group only sendgate is in)", True)]
+    elif url.password:
+        if stat.S_IMODE(os.stat(cfg.path).st_mode) & 0o004:
+            return [Finding(f"rate store: {cfg.path} is readable by every user and rate_redis_url holds the "
+                            "password: anyone can write the rate counters", True)]
+    else:
+        return [Finding(f"rate store: {url.hostname}:{url.port or 6379} without a password: any local user can "
+                        "write the rate counters (use a unix socket only sendgate reaches, or requirepass)", True)]
+    return [Finding(f"rate store: redis at {url.hostname or url.path}")]
+
+
 def submit_users(value: str) -> list[Finding]:
     """authorized_submit_users as postconf -h prints it: root alone (or
     nobody) keeps Postfix's own sendmail, postdrop and -bs from being a way
