@@ -91,8 +91,8 @@ def test_setup_check_and_undo(host):
     for _ in range(2):  # twice: the second run changes nothing more
         result = setup(host)
         assert result.returncode == 0, result.stderr
-    assert postconf(host, "-h", "smtpd_milters", "milter_default_action").splitlines() == [
-        "inet:127.0.0.1:8891 unix:/run/sendgate/milter.sock", "tempfail"]
+    assert postconf(host, "-h", "smtpd_milters", "milter_default_action", "authorized_submit_users").splitlines() == [
+        "inet:127.0.0.1:8891 unix:/run/sendgate/milter.sock", "tempfail", "root"]
     assert postconf(host, "-M", "sendgate/unix").split() == ["sendgate", "unix", "n", "-", "n", "-", "-", "smtpd",
         "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=sendgate-local",
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/sendgate"]
@@ -114,6 +114,25 @@ def test_setup_check_and_undo(host):
     assert not (host / "etc/systemd/system/sendgate-submitd.service").exists()
     assert not (host / "etc/tmpfiles.d/sendgate.conf").exists()
     assert config.exists()  # the administrator's configuration stays
+
+
+def test_undo_restores_a_previous_authorized_submit_users(host):
+    """A value the administrator had set comes back exactly; meanwhile
+    check-config names the wider setting."""
+    subprocess.run(["postconf", "-c", f"{host}/etc/postfix", "-e", "authorized_submit_users=root, backup"], check=True)
+    before_main = postconf(host, "-n")
+    assert setup(host).returncode == 0
+    assert postconf(host, "-h", "authorized_submit_users") == "root\n"
+    config = host / "etc/sendgate/sendgate.yaml"
+    config.write_text(config.read_text().replace("/var/spool/postfix", f"{host}/var/spool/postfix")
+                      + f"postfix_config_directory: {host}/etc/postfix\n")
+    subprocess.run(["postconf", "-c", f"{host}/etc/postfix", "-e", "authorized_submit_users=static:anyone"], check=True)
+    check = subprocess.run([program("sendgate"), "check-config", str(config)], capture_output=True, text=True)
+    assert (check.returncode, check.stderr) == (78, (
+        f"sendgate: {config}: postfix: authorized_submit_users = static:anyone: users other than root can submit "
+        "with Postfix's own sendmail and postdrop, around sendgate's policy (set authorized_submit_users = root)\n"))
+    assert setup(host, "--undo").returncode == 0
+    assert postconf(host, "-n") == before_main
 
 
 def test_setup_leaves_the_spool_entry_to_the_package(host):

@@ -93,8 +93,10 @@ def wait_for(path: pathlib.Path, processes, what: str) -> None:
 
 @pytest.fixture
 def shared_redis():
-    """A private redis-server on a unix socket, as user redis, and two
-    sendgate-milter processes (a and b) counting in it."""
+    """A private redis-server on a unix socket, as user redis with group
+    sendgate and unixsocketperm 770 (docs/threat-model.md: only the sendgate
+    user reaches the counters), and two sendgate-milter processes (a and b,
+    running as sendgate) counting in it."""
     need_stack_prerequisites()
     need(shutil.which("redis-server") is not None, "redis-server is not installed (Debian package redis-server)")
     directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-redis-", dir="/tmp"))
@@ -105,8 +107,8 @@ def shared_redis():
     redis_log = open(directory / "redis.log", "wb")
     logs.append(redis_log)
     redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(redis_socket),
-                              "--unixsocketperm", "777", "--dir", str(directory), "--save", "", "--appendonly", "no"],
-                             user="redis", group="redis", extra_groups=[], stdout=redis_log, stderr=redis_log)
+                              "--unixsocketperm", "770", "--dir", str(directory), "--save", "", "--appendonly", "no"],
+                             user="redis", group="sendgate", extra_groups=[], stdout=redis_log, stderr=redis_log)
     milters = {}
     try:
         wait_for(redis_socket, [redis], "redis-server")
@@ -133,6 +135,18 @@ def shared_redis():
         for log in logs:
             log.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_other_users_cannot_write_the_counters(shared_redis):
+    """sgtest1 tries to block sgtest2 by writing its counter: the socket
+    refuses the connection."""
+    directory, _, _ = shared_redis
+    need(shutil.which("redis-cli") is not None, "redis-cli is not installed (Debian package redis-tools)")
+    attempt = subprocess.run(["redis-cli", "-s", str(directory / "redis.sock"), "HSET",
+                              "sendgate:rate:sgtest2:0", "m", "999999"],
+                             user="sgtest1", group="sgtest1", extra_groups=[], capture_output=True, text=True, timeout=30)
+    assert (attempt.returncode, attempt.stdout + attempt.stderr) == (
+        1, f"Could not connect to Redis at {directory}/redis.sock: Permission denied\n")
 
 
 def test_two_milters_share_one_redis(shared_redis):

@@ -35,6 +35,7 @@ def test_status_of_a_running_stack(stack):
         r"milter: up",
         rf"postfix: {d}/postfix/etc: smtpd_milters = unix:{d}/run/milter/milter\.sock; "
         r"milter_default_action = tempfail",
+        r"postfix: authorized_submit_users = root",
         rf"postfix: service sendgate/unix in {d}/postfix/spool/public/ \(mode 0710 postfix:postdrop\)",
     ]
     lines = out.splitlines()
@@ -62,6 +63,14 @@ def broken_postfix(stack, tmp_path):
     pytest.param(["smtpd_authorized_xclient_hosts=127.0.0.0/8"],
                  "postfix: smtpd_authorized_xclient_hosts = 127.0.0.0/8 in main.cf: every smtpd service trusts "
                  "XCLIENT; allow it only on the sendgate service", id="xclient-everywhere"),
+    pytest.param(["authorized_submit_users=static:anyone"],
+                 "postfix: authorized_submit_users = static:anyone: users other than root can submit with "
+                 "Postfix's own sendmail and postdrop, around sendgate's policy (set authorized_submit_users = root)",
+                 id="postdrop-open-to-all"),
+    pytest.param(["authorized_submit_users=root, alice"],
+                 "postfix: authorized_submit_users = root, alice: users other than root can submit with "
+                 "Postfix's own sendmail and postdrop, around sendgate's policy (set authorized_submit_users = root)",
+                 id="postdrop-open-to-a-user"),
 ])
 def test_check_config_finds_mta_problems(stack, broken_postfix, edit, problem):
     etc, config = broken_postfix

@@ -42,7 +42,11 @@ DESCRIPTION
                   /etc/sendgate/sendgate.yaml), then check the MTA side as
                   postconf reports it (milter attached and failing closed,
                   XCLIENT allowed on the sendgate service only, its socket
-                  directory closed to users); --no-mta skips that part.
+                  directory closed to users, authorized_submit_users = root);
+                  --no-mta skips that part.  With rate_store: redis it
+                  also flags a store other users could write: TCP without
+                  a password, a unix socket open to every user, or a
+                  password in the URL of a file every user can read.
                   Prints one line per problem; exit 0 when there is none.
     status        Daemons up or down, sessions open, sockets and their
                   permissions, and the MTA checks of check-config, for the
@@ -233,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             return EX_CONFIG
         from sendgate.admin import status
         if args.command == "check-config":
-            findings = [] if args.no_mta else status.postfix(cfg)
+            findings = status.rate_store(cfg) + ([] if args.no_mta else status.postfix(cfg))
             problems = [f for f in findings if f.problem]
             for finding in problems:
                 print(f"sendgate: {path}: {finding.text}", file=sys.stderr)
             return EX_CONFIG if problems else 0
-        findings = status.submit_daemon(cfg) + status.spool_queue(cfg) + status.milter_daemon(cfg) + status.postfix(cfg)
+        findings = status.submit_daemon(cfg) + status.spool_queue(cfg) + status.milter_daemon(cfg) + status.rate_store(cfg) + status.postfix(cfg)
         for finding in findings:
             print(finding)
         return 1 if any(f.problem for f in findings) else 0

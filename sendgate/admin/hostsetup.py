@@ -17,7 +17,9 @@ tests:
    smtpd service in master.cf (named after submit_upstream, in public/,
    XCLIENT allowed there alone, milter_local_daemon_name as the milter's
    daemon name; the entry comes from sendgate/postfix.py) and, in main.cf,
-   milter_socket in smtpd_milters with milter_default_action = tempfail.
+   milter_socket in smtpd_milters with milter_default_action = tempfail,
+   and authorized_submit_users = root (Postfix's own sendmail, postdrop
+   and sendmail -bs then refuse every other user: no way around the policy).
    The main.cf values it replaces are saved in
    /etc/sendgate/postfix-before.conf;
 4. with --submission, network submission on port 587: the `submission`
@@ -44,7 +46,7 @@ import sys
 from sendgate import config
 from sendgate.postfix import PostconfError, Service, postconf, sendgate_service, service_name, submission_service
 
-MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol")
+MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol", "authorized_submit_users")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
 CONFIG = "/etc/sendgate/sendgate.yaml"
 TMPFILES = "/etc/tmpfiles.d/sendgate.conf"
@@ -165,11 +167,15 @@ def setup(root: str, domain: str | None = None, submission: bool = False) -> lis
     milters = _postconf(root, "-h", "smtpd_milters").strip()
     if cfg.milter_socket not in milters.replace(",", " ").split():
         milters = f"{milters} {cfg.milter_socket}".strip()
-    _postconf(root, "-e", f"smtpd_milters={milters}", "milter_default_action=tempfail", "milter_protocol=6")
+    # Postfix's own sendmail, postdrop and -bs refuse every user but root:
+    # the users' sendmail is sendgate's, through the submit socket.
+    _postconf(root, "-e", f"smtpd_milters={milters}", "milter_default_action=tempfail", "milter_protocol=6",
+              "authorized_submit_users=root")
     service = _service(cfg)
     _postconf(root, "-M", f"{service.key}={service.entry()}")
     _postconf(root, "-P", *service.postconf_parameters())
     done.append(f"postfix: added the {service.name} service and the milter (run `postfix reload`)")
+    done.append("postfix: authorized_submit_users = root (Postfix's own sendmail and postdrop: root only)")
     if new_submission is not None:
         _postconf(root, "-M", f"{new_submission.key}={new_submission.entry()}")
         _postconf(root, "-P", *new_submission.postconf_parameters())

@@ -111,14 +111,53 @@ def milter_daemon(cfg) -> list[Finding]:
     return out
 
 
+def rate_store(cfg) -> list[Finding]:
+    """rate_store: redis reachable by other local users is a way to block
+    them (HSET sendgate:rate:alice:... m 999999): a TCP server without a
+    password, a unix socket other users may connect to, or a password
+    written into the URL of a configuration file every user can read."""
+    if cfg.rate_store != "redis":
+        return []
+    from urllib.parse import urlsplit
+    url = urlsplit(cfg.rate_redis_url)
+    if url.scheme == "unix":
+        try:
+            mode = stat.S_IMODE(os.stat(url.path).st_mode)
+        except OSError as err:
+            return [Finding(f"rate store: {url.path}: {err.strerror}", True)]
+        if mode & 0o006:
+            return [Finding(f"rate store: {url.path} is open to every user (mode {mode:04o}): anyone can write "
+                            "the rate counters (set unixsocketperm 770 and a group only sendgate is in)", True)]
+    elif url.password:
+        if stat.S_IMODE(os.stat(cfg.path).st_mode) & 0o004:
+            return [Finding(f"rate store: {cfg.path} is readable by every user and rate_redis_url holds the "
+                            "password: anyone can write the rate counters", True)]
+    else:
+        return [Finding(f"rate store: {url.hostname}:{url.port or 6379} without a password: any local user can "
+                        "write the rate counters (use a unix socket only sendgate reaches, or requirepass)", True)]
+    return [Finding(f"rate store: redis at {url.hostname or url.path}")]
+
+
+def submit_users(value: str) -> list[Finding]:
+    """authorized_submit_users as postconf -h prints it: root alone (or
+    nobody) keeps Postfix's own sendmail, postdrop and -bs from being a way
+    around the submit socket's policy."""
+    users = value.replace(",", " ").split()
+    if all(user in ("root", "!static:all") for user in users) and users:
+        return [Finding(f"postfix: authorized_submit_users = {value.strip()}")]
+    return [Finding(f"postfix: authorized_submit_users = {value.strip() or '(empty)'}: users other than root can "
+                    "submit with Postfix's own sendmail and postdrop, around sendgate's policy "
+                    "(set authorized_submit_users = root)", True)]
+
+
 def postfix(cfg) -> list[Finding]:
     """Postfix as configured: the milter attached and failing closed, the
     submit daemon's service in public/ with XCLIENT, XCLIENT nowhere else."""
     directory = cfg.postfix_config_directory
     try:
-        milters, action, xclient, queue = postconf(
+        milters, action, xclient, queue, submitters = postconf(
             directory, "-h", "smtpd_milters", "milter_default_action", "smtpd_authorized_xclient_hosts",
-            "queue_directory").splitlines()
+            "queue_directory", "authorized_submit_users").splitlines()
         services = postconf(directory, "-P")
     except PostconfError as err:
         said = err.said.splitlines()[-1] if err.said else "postconf failed"
@@ -135,6 +174,7 @@ def postfix(cfg) -> list[Finding]:
     if xclient.strip():
         out.append(Finding(f"postfix: smtpd_authorized_xclient_hosts = {xclient} in main.cf: every smtpd "
                            "service trusts XCLIENT; allow it only on the sendgate service", True))
+    out.extend(submit_users(submitters))
     upstream = cfg.submit_upstream.removeprefix("unix:")
     name = service_name(cfg.submit_upstream)
     own = [line for line in services.splitlines() if line.startswith(f"{name}/unix/")]

@@ -86,6 +86,8 @@ alias_database =
 smtpd_milters = {milter_socket}
 milter_default_action = tempfail
 milter_protocol = 6
+# Postfix's own sendmail and postdrop: root only, as setup-postfix sets it.
+authorized_submit_users = root
 # The milter does the RFC 6409 fix-ups, on Postfix as on Sendmail.
 local_header_rewrite_clients =
 
