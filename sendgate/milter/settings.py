@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sendgate.milter.ratestore import RateStore
 from sendgate.policy.fixups import FixupSettings
 from sendgate.policy.limits import RateLimits
+from sendgate.policy.loopback import LoopbackMode
 from sendgate.policy.sender import SenderRules
 
 log = logging.getLogger("sendgate/milter")
@@ -31,6 +32,7 @@ class MilterSettings:
     rates: RateLimits
     store: RateStore
     local_daemon_name: str   # where XCLIENT logins and X-Sendgate-Login: count
+    loopback: LoopbackMode = LoopbackMode.IDENTIFY   # loopback TCP clients without a login
 
 
 def settings_from(cfg, store: RateStore) -> MilterSettings:
@@ -43,6 +45,7 @@ def settings_from(cfg, store: RateStore) -> MilterSettings:
                          recipients=cfg.rate_recipient_limit),
         store=store,
         local_daemon_name=cfg.milter_local_daemon_name,
+        loopback=LoopbackMode(cfg.milter_loopback_clients),
     )
 
 
