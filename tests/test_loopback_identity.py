@@ -163,7 +163,9 @@ with smtplib.SMTP(host, int(port), timeout=30) as client:
 def loopback_setting(stack, value: str):
     path = stack.dir / "sendgate.yaml"
     original = path.read_text()
-    path.write_text(original + f"milter_loopback_clients: {value}\n")
+    line = "milter_loopback_clients: relay\n"  # the stack's (sendgate/stack/postfix.py)
+    assert line in original
+    path.write_text(original.replace(line, f"milter_loopback_clients: {value}\n"))
     time.sleep(1.1)  # the milter looks at the file at most once a second
     try:
         yield
@@ -194,21 +196,24 @@ def test_identified_loopback_client_gets_the_submission_policy(postfix_stack, re
     assert any(f"{qid}: submission: login=sgtest1 from=<sgtest1@example.org> nrcpt=1 " in line for line in lines)
 
 
-@pytest.mark.parametrize("setting, sender, expected", [
-    pytest.param("identify", "sgtest2@example.org",
+@pytest.mark.parametrize("setting, user, sender, expected", [
+    pytest.param("identify", "sgtest1", "sgtest2@example.org",
                  "553 5.7.1 <sgtest2@example.org>: Sender address rejected: not owned by user sgtest1",
                  id="identify-another-users-sender"),
-    pytest.param("identify", "alice@example.org",
+    pytest.param("identify", "sgtest1", "alice@example.org",
                  "553 5.7.1 <alice@example.org>: Sender address rejected: not owned by user sgtest1",
                  id="identify-foreign-sender"),
-    pytest.param("refuse", "sgtest1@example.org",
+    pytest.param("identify", "root", "sgtest1@example.org",
+                 "553 5.7.1 <sgtest1@example.org>: Sender address rejected: not owned by user root",
+                 id="identify-root-as-root"),
+    pytest.param("refuse", "sgtest1", "sgtest1@example.org",
                  "550 5.7.1 Error: mail from loopback TCP clients is not accepted here; use the sendmail command",
                  id="refuse-own-sender"),
 ])
-def test_loopback_client_refused(postfix_stack, request, setting, sender, expected):
+def test_loopback_client_refused(postfix_stack, request, setting, user, sender, expected):
     m = unique_marker(request)
     with loopback_setting(postfix_stack, setting):
-        reply = smtp_as(postfix_stack, "sgtest1", sender, f"From: {sender}\nSubject: {m}\n\nhi\n")
+        reply = smtp_as(postfix_stack, user, sender, f"From: {sender}\nSubject: {m}\n\nhi\n")
     assert reply == expected
     assert delivered(postfix_stack, m, timeout=2) == []
 
