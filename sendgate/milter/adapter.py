@@ -2,10 +2,11 @@
 
 One PolicyMilter instance serves one MTA connection; per-message state is
 reset at MAIL FROM and on abort.  The callbacks before end-of-message only
-collect (the envelope sender, the macros, the recipient count, the header)
-and never reject, so they are negotiated as no-reply steps and cost the MTA
-no round trip; the steps the policy does not read (connect, HELO, DATA, end
-of header, body, unknown commands) are not asked for at all, and the MTA
+collect (a loopback client's owner at connect, the envelope sender, the
+macros, the recipient count, the header) and never reject, so they are
+negotiated as no-reply steps and cost the MTA no round trip; the steps the
+policy does not read (HELO, DATA, end of header, body, unknown commands)
+are not asked for at all, and the MTA
 sends only the macros named in MACROS (an MTA that cannot take a macro list
 is refused at negotiation, and applies its default action: tempfail).
 
