@@ -184,6 +184,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("milter_socket_group", _str, "postfix", "Group given access to milter_socket (the MTA's account).", "group", ("milter", "admin")),
     Key("milter_user", _str, "sendgate", "Account sendgate-milter runs as.", "login", ("milter",)),
     Key("milter_metrics_listen", _listen, "", "Serve Prometheus metrics of sendgate-milter here (PORT means 127.0.0.1:PORT); empty: off.", "PORT or ADDRESS:PORT", ("milter",)),
+    Key("milter_loopback_clients", _enum("identify", "refuse", "relay"), "identify", "A client on 127.0.0.0/8 or ::1 without a login: identify (the kernel's owner of its socket is its login, the submission policy applies; not found: 451), refuse (550), or relay (passed on, no fix-ups).", "identify | refuse | relay", ("milter",)),
     Key("milter_local_daemon_name", _str, "sendgate-local", "The {daemon_name} of the MTA service fed by sendgate-submitd.", "string", ("milter", "admin")),
     Key("sasl_realms", _str_list, (), "SASL realms of the local users: a SASL login user@REALM with REALM listed is the local login user (Postfix's smtpd_sasl_local_domain, or the realm the SASL server appends); other logins with a realm stay as they are.", "list of realms", ("milter",)),
     Key("fixup_date", _bool, True, "Add Date: to submitted mail that has none (Resent-Date: when resent).", "boolean", ("milter",)),

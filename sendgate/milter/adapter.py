@@ -2,10 +2,11 @@
 
 One PolicyMilter instance serves one MTA connection; per-message state is
 reset at MAIL FROM and on abort.  The callbacks before end-of-message only
-collect (the envelope sender, the macros, the recipient count, the header)
-and never reject, so they are negotiated as no-reply steps and cost the MTA
-no round trip; the steps the policy does not read (connect, HELO, DATA, end
-of header, body, unknown commands) are not asked for at all, and the MTA
+collect (a loopback client's owner at connect, the envelope sender, the
+macros, the recipient count, the header) and never reject, so they are
+negotiated as no-reply steps and cost the MTA no round trip; the steps the
+policy does not read (HELO, DATA, end of header, body, unknown commands)
+are not asked for at all, and the MTA
 sends only the macros named in MACROS (an MTA that cannot take a macro list
 is refused at negotiation, and applies its default action: tempfail).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -34,14 +36,15 @@ import Milter
 from sendgate import replies
 from sendgate.daemon import quote
 from sendgate.metrics import Metrics
-from sendgate.milter import plan
+from sendgate.milter import loopback, plan
 from sendgate.milter.settings import SettingsSource
 from sendgate.policy import fixups, handoff, limits, submission
+from sendgate.policy import loopback as loopback_policy
 from sendgate.policy.identity import Mode, Principal, mode_for
 from sendgate.policy.message import Field
 from sendgate.policy.sender import default_address
 from sendgate.replies import Reply
-from sendgate.userdb import full_name
+from sendgate.userdb import full_name, login_of
 
 log = logging.getLogger("sendgate/milter")
 
@@ -83,7 +86,9 @@ def new_stamp() -> fixups.Stamp:
 # and the connect step is not negotiated, so it is asked for at MAIL.
 # The queue id ("i") is asked for at MAIL as well: Sendmail assigns it
 # there and does not send it again at end of message when asked.
-MACROS = {Milter.M_ENVFROM: ("{auth_authen}", "{auth_type}", "{daemon_name}", "i"), Milter.M_EOM: ("i",)}
+# At connect, the server's endpoint: with the client's (hostaddr) it names
+# a loopback client's socket in /proc/net/tcp (sendgate/milter/loopback.py).
+MACROS = {Milter.M_CONNECT: ("{daemon_addr}", "{daemon_port}"), Milter.M_ENVFROM: ("{auth_authen}", "{auth_type}", "{daemon_name}", "i"), Milter.M_EOM: ("i",)}
 # The only edits a plan makes: header fields added, inserted, changed,
 # deleted, and the envelope sender; the MTA is told not to expect any other.
 ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGFROM | Milter.SETSYMLIST
@@ -118,6 +123,8 @@ class PolicyMilter(Milter.Base):
 
     def __init__(self) -> None:
         self.settings = self.source.current()
+        self.loopback = False            # the client is on a loopback address
+        self.owner: str | None = None    # the login owning its socket, when found
         self.reset()
 
     def reset(self) -> None:
@@ -131,6 +138,28 @@ class PolicyMilter(Milter.Base):
         self.mode = Mode.RELAY
 
     # --- collect --------------------------------------------------------
+
+    @Milter.noreply
+    @collecting
+    def connect(self, hostname: str, family: int, hostaddr) -> int:
+        """A loopback TCP client's owner, looked up at once, while its socket
+        is surely open; the policy judges it at end of message."""
+        if family not in (socket.AF_INET, socket.AF_INET6) or not hostaddr:
+            return Milter.CONTINUE
+        self.loopback = loopback.is_loopback(hostaddr[0])
+        if not self.loopback:
+            return Milter.CONTINUE
+        server, port = self.getsymval("{daemon_addr}"), self.getsymval("{daemon_port}")
+        if not server or not (port or "").isdigit():
+            log.warning("loopback client [%s]:%s: no {daemon_addr}/{daemon_port} macros, not identified",
+                        quote(str(hostaddr[0])), hostaddr[1])
+            return Milter.CONTINUE
+        uid = loopback.owner((hostaddr[0], int(hostaddr[1])), (server, int(port)))
+        self.owner = login_of(uid) if uid is not None else None
+        if self.owner is None:
+            log.warning("loopback client [%s]:%s to [%s]:%s: socket owner not found", quote(str(hostaddr[0])),
+                        hostaddr[1], quote(server), port)
+        return Milter.CONTINUE
 
     @Milter.noreply
     @collecting
@@ -196,10 +225,17 @@ class PolicyMilter(Milter.Base):
         if who.remove and who.source != "header":
             log.warning("%s: removed %d %s field(s) from a client: %s", qid, len(who.remove),
                         handoff.IDENTITY_FIELD, facts)
-        self.mode = mode_for(who.login)
+        login = who.login
+        if login is None and self.loopback:
+            seen = loopback_policy.decide(self.settings.loopback, self.owner)
+            if seen.refusal is not None:
+                return Verdict(plan.refuse(seen.refusal), logging.WARNING,
+                               f"{qid}: reject: loopback client {seen.source}: {facts} {seen.refusal}")
+            login = seen.login
+        self.mode = mode_for(login)
         if self.mode is Mode.RELAY:
             return Verdict(plan.relay(who.remove), logging.INFO, f"{qid}: relay: {facts}: no fix-ups")
-        login = who.login or ""
+        login = login or ""
         rules = self.settings.rules
         principal = Principal(login, default_address(login, rules), full_name(login))
         # The policy judges the message as it will leave: without the

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from sendgate.milter.ratestore import RateStore
 from sendgate.policy.fixups import FixupSettings
 from sendgate.policy.limits import RateLimits
+from sendgate.policy.loopback import LoopbackMode
 from sendgate.policy.sender import SenderRules
 
 log = logging.getLogger("sendgate/milter")
@@ -32,6 +33,7 @@ class MilterSettings:
     store: RateStore
     local_daemon_name: str   # where XCLIENT logins and X-Sendgate-Login: count
     sasl_realms: tuple[str, ...] = ()  # SASL logins user@REALM that are the local user
+    loopback: LoopbackMode = LoopbackMode.IDENTIFY   # loopback TCP clients without a login
 
 
 def settings_from(cfg, store: RateStore) -> MilterSettings:
@@ -45,6 +47,7 @@ def settings_from(cfg, store: RateStore) -> MilterSettings:
         store=store,
         local_daemon_name=cfg.milter_local_daemon_name,
         sasl_realms=cfg.sasl_realms,
+        loopback=LoopbackMode(cfg.milter_loopback_clients),
     )
 
 

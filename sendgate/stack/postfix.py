@@ -275,6 +275,9 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "submit_socket": p.socket, "submit_upstream": f"unix:{p.upstream}",
         "milter_socket": f"unix:{p.milter_socket}", "postfix_config_directory": p.postfix_config,
         "log_destination": "stderr",
+        # The inbound service stands in for the network's port 25, reached
+        # from loopback by the tests: relayed as a remote client's mail.
+        "milter_loopback_clients": "relay",
     }, settings)
     inbound = common.inbound_port(p)
     submission = prepare_submission(p, hostname)

@@ -251,6 +251,9 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "submit_upstream_protocol": "header",
         "milter_socket": f"unix:{p.milter_socket}", "milter_socket_group": SENDMAIL_USER,
         "log_destination": "stderr",
+        # The inbound service stands in for the network's port 25, reached
+        # from loopback by the tests: relayed as a remote client's mail.
+        "milter_loopback_clients": "relay",
     }, settings)
     inbound = common.inbound_port(p)
     write(p.mc, sendmail_mc(p, prefix, hostname, inbound, cfg.milter_local_daemon_name))
