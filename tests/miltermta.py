@@ -101,6 +101,14 @@ class MTA:
         if stage in self.macros:
             self.conn.send_macro(cmd, **{k: v for k, v in values.items() if k in self.macros[stage]})
 
+    def connect(self, address: str, port: int, macros: dict[str, str] | None = None) -> None:
+        """The connect step of a TCP client at address:port (family "4" or
+        "6", as libmilter writes it), with the macros Postfix would send."""
+        self._macros("connect", C.SMFIC_CONNECT, macros or {})
+        family = "6" if ":" in address else "4"
+        self._step(C.SMFIC_CONNECT, C.SMFIP_NOCONNECT, C.SMFIP_NR_CONN, hostname="localhost",
+                   family=family, port=port, address=address)
+
     def begin(self, sender: str, recipients: list[str], macros: dict[str, str] | None = None) -> None:
         """MAIL and RCPT, with the macros Postfix would send at MAIL."""
         self._macros("mail", C.SMFIC_MAIL, macros or {})

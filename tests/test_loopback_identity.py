@@ -13,6 +13,8 @@ import time
 import pytest
 
 from conftest import delivered, milter_log_lines, queue_id, run_as, unique_marker
+from miltermta import MTA
+from test_milter_protocol import stable
 from sendgate import replies
 from sendgate.milter import loopback
 from sendgate.milter.loopback import Socket
@@ -228,3 +230,45 @@ def test_relay_setting_keeps_todays_behaviour(postfix_stack, request):
     assert item.all("Sender") == [] and item.all("Date") == []
     lines = milter_log_lines(postfix_stack, qid, until=": no fix-ups")
     assert lines[-1].endswith(f"{qid}: relay: from=<alice@example.org> nrcpt=1: no fix-ups")
+
+
+# --- the milter's connect step, from a milter client playing Postfix ---------
+
+def held_by(user: str, listener: socket.socket) -> tuple:
+    """A connection to listener from a process of user: (process, our end,
+    the client's endpoint, the server's endpoint)."""
+    host, port = listener.getsockname()[:2]
+    client = subprocess.Popen(["runuser", "-u", user, "--", sys.executable, "-c", HOLD.format(host=host, port=port)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    conn, peer = listener.accept()
+    assert client.stdout.readline() == b"up\n"
+    return client, conn, peer[:2], conn.getsockname()[:2]
+
+
+@pytest.mark.parametrize("held, expected, logged", [
+    pytest.param(True, [("ADDHEADER", "Date", "<date>"), ("ADDHEADER", "Message-ID", "<id>"), ("CONTINUE",)],
+                 "{qid}: submission: login=sgtest1 from=<sgtest1@example.org> nrcpt=1 fixups=+Date,+Message-ID: accepted",
+                 id="owner-found"),
+    pytest.param(False, [("REPLYCODE", str(replies.R451_LOOPBACK_UNIDENTIFIED))],
+                 "warning: {qid}: reject: loopback client unidentified: from=<sgtest1@example.org> nrcpt=1 "
+                 + str(replies.R451_LOOPBACK_UNIDENTIFIED), id="closed-before-connect-is-unidentified"),
+])
+def test_connect_step_identifies_the_socket_owner(postfix_stack, request, held, expected, logged):
+    qid = "L" + unique_marker(request)[1:11].upper()
+    with socket.socket(socket.AF_INET) as listener, loopback_setting(postfix_stack, "identify"):
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client, conn, peer, server = held_by("sgtest1", listener)
+        if not held:
+            conn.close()
+            client.communicate(b"", timeout=30)
+        with MTA(str(postfix_stack.dir / "run/milter/milter.sock")) as mta:
+            mta.connect(peer[0], peer[1], {"{daemon_addr}": server[0], "{daemon_port}": str(server[1])})
+            got = mta.message("sgtest1@example.org", ["bob@example.net"],
+                              [("From", "sgtest1@example.org"), ("Subject", "t")], queue_id=qid)
+        if held:
+            conn.close()
+            client.communicate(b"", timeout=30)
+    assert stable(got) == expected
+    lines = milter_log_lines(postfix_stack, qid, until=logged[-20:])
+    assert lines[-1].split("]: ", 1)[1] == logged.format(qid=qid)
