@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import pwd
 import queue as queue_module
+import stat
 import sys
 
 from sendgate import config
@@ -154,6 +155,39 @@ def group_id(name: str, log: logging.Logger) -> int:
     except KeyError:
         log.critical("group %r does not exist", name)
         raise SystemExit(EX_CONFIG) from None
+
+
+def socket_directory_problem(path: str, owner: str, group: str) -> str | None:
+    """Why the directory of the unix socket at path does not keep the socket
+    to its owner and group, None when it does.  The milter's socket is
+    reached through a directory only the MTA's group may enter, set-gid so
+    that the socket the unprivileged milter makes gets that group: no chown,
+    no supplementary group (docs/threat-model.md)."""
+    directory = os.path.dirname(path)
+    try:
+        st = os.stat(directory)
+        gid = grp.getgrnam(group).gr_gid
+    except OSError as err:
+        return f"{directory}: {err.strerror}"
+    except KeyError:
+        return f"group {group!r} does not exist"
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_gid != gid:
+        why = f"{directory} belongs to group {_group_name(st.st_gid)}, not {group}"
+    elif mode & 0o007:
+        why = f"{directory} is open to every user (mode {mode:04o})"
+    elif not mode & stat.S_ISGID:
+        why = f"{directory} is not set-gid (mode {mode:04o}): the socket would not get group {group}"
+    else:
+        return None
+    return f"{why}; make it with `install -d -o {owner} -g {group} -m 2750 {directory}` (setup-postfix does)"
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def quote(value: str, limit: int = 200) -> str:

@@ -11,6 +11,10 @@
   that file against this module).
 * The network submission service (port 587 style): STARTTLS, then SASL
   AUTH, then mail; never XCLIENT.
+* Where each smtpd service finds the milter: the smtpd_milters word for a
+  socket under $queue_directory is relative to it (every Postfix daemon
+  runs in that directory, chrooted or not, so one word reaches the socket
+  from both), and the services of master.cf with the milters each one uses.
 * postconf(1), run against one configuration directory.
 * The probe: the greeting of an SMTP server on a unix socket.  The submit
   daemon answers only once it has the MTA's greeting, so a 220 on the
@@ -95,6 +99,61 @@ def submission_service(name: str, daemon_name: str = "sendgate-submission") -> S
         ("milter_macro_daemon_name", daemon_name),
         ("local_header_rewrite_clients", ""),
     ))
+
+
+def milter_entry(milter_socket: str, queue_directory: str) -> str:
+    """The smtpd_milters word for milter_socket: relative to queue_directory
+    when the socket is below it (Debian's chrooted smtpd sees only that
+    tree), else the socket as configured."""
+    path = milter_socket.removeprefix("unix:")
+    queue = queue_directory.rstrip("/") + "/"
+    return "unix:" + path[len(queue):] if path.startswith(queue) else milter_socket
+
+
+def milter_words(value: str) -> list[str]:
+    """The milters of an smtpd_milters value (commas, spaces and the braces
+    of `{ unix:path, timeout=... }` groups are separators)."""
+    for mark in "{},":
+        value = value.replace(mark, " ")
+    return [word for word in value.split() if "=" not in word]
+
+
+def milter_path_seen(word: str, queue_directory: str, chrooted: bool) -> str:
+    """The file a service looks for when smtpd_milters names `unix:PATH`, as
+    a path of the host: relative paths start at queue_directory, and a
+    chrooted service's absolute paths are inside it."""
+    path = word.removeprefix("unix:")
+    if not path.startswith("/") or chrooted:
+        return os.path.join(queue_directory, path.lstrip("/"))
+    return path
+
+
+@dataclass(frozen=True)
+class SmtpdService:
+    key: str        # NAME/TYPE
+    chrooted: bool
+    exposed: bool   # reachable by clients: inet, pass (behind postscreen) or a public unix socket
+    milters: str    # its -o smtpd_milters, else main.cf's
+
+
+def smtpd_services(master: str, parameters: str, main_milters: str) -> list[SmtpdService]:
+    """The smtpd services of `postconf -M` output, with the milters each uses
+    (`postconf -P` output holds the -o overrides).  A "-" in the chroot
+    column is Postfix 3's default, no; in the private column, yes."""
+    overrides = {}
+    for line in parameters.splitlines():
+        name, _, value = line.partition("=")
+        if name.strip().endswith("/smtpd_milters"):
+            overrides[name.strip().rsplit("/", 1)[0]] = value.strip()
+    out = []
+    for line in master.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or fields[7] != "smtpd":
+            continue
+        key = f"{fields[0]}/{fields[1]}"
+        exposed = fields[1] != "unix" or fields[2] == "n"
+        out.append(SmtpdService(key, fields[4] == "y", exposed, overrides.get(key, main_milters)))
+    return out
 
 
 class PostconfError(Exception):

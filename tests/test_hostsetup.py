@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pathlib
+import pwd
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,12 @@ def test_setup_check_and_undo(host):
         result = setup(host)
         assert result.returncode == 0, result.stderr
     assert postconf(host, "-h", "smtpd_milters", "milter_default_action", "authorized_submit_users").splitlines() == [
-        "inet:127.0.0.1:8891 unix:/run/sendgate/milter.sock", "tempfail", "root"]
+        "inet:127.0.0.1:8891 unix:sendgate/milter.sock", "tempfail", "root"]
+    # The milter's socket directory, where Debian's chrooted smtpd finds it
+    # (as unix:sendgate/milter.sock, relative to queue_directory).
+    st = os.stat(host / "var/spool/postfix/sendgate")
+    assert (oct(st.st_mode), pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == (
+        oct(0o42750), "sendgate", "postfix")
     assert postconf(host, "-M", "sendgate/unix").split() == ["sendgate", "unix", "n", "-", "n", "-", "-", "smtpd",
         "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=sendgate-local",
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/sendgate"]
@@ -107,12 +113,17 @@ def test_setup_check_and_undo(host):
                       + f"postfix_config_directory: {host}/etc/postfix\n")
     check = subprocess.run([program("sendgate"), "check-config", str(config)], capture_output=True, text=True)
     assert (check.returncode, check.stderr) == (0, "")
+    # Debian's master.cf: its port 25 smtpd is chrooted and reaches the socket.
+    status = subprocess.run([program("sendgate"), "status", "--config", str(config)], capture_output=True, text=True)
+    assert (f"postfix: service smtp/inet (chrooted) reaches the milter at {host}/var/spool/postfix/sendgate/"
+            "milter.sock") in status.stdout.splitlines()
 
     undone = setup(host, "--undo")
     assert undone.returncode == 0, undone.stderr
     assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
     assert not (host / "etc/systemd/system/sendgate-submitd.service").exists()
     assert not (host / "etc/tmpfiles.d/sendgate.conf").exists()
+    assert sorted(os.listdir(host / "var/spool/postfix")) == ["public"]
     assert config.exists()  # the administrator's configuration stays
 
 

@@ -9,7 +9,8 @@ import pathlib
 import pytest
 
 from sendgate import config
-from sendgate.postfix import Service, greeting, sendgate_service, service_name, submission_service
+from sendgate.postfix import (Service, SmtpdService, greeting, milter_entry, milter_path_seen, milter_words,
+                              sendgate_service, service_name, smtpd_services, submission_service)
 
 CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULTS = config.defaults()
@@ -44,7 +45,9 @@ def test_shipped_examples_name_what_the_schema_does():
     main_cf = dict(line.split(" = ", 1) for line in (CHECKOUT / "config/postfix/main.cf").read_text().splitlines()
                    if " = " in line and not line.startswith("#"))
     assert (example.submit_upstream, example.milter_socket) == (DEFAULTS["submit_upstream"], DEFAULTS["milter_socket"])
-    assert main_cf["smtpd_milters"] == DEFAULTS["milter_socket"]
+    # Named relative to Debian's queue_directory: a chrooted smtpd finds it.
+    assert main_cf["smtpd_milters"] == milter_entry(DEFAULTS["milter_socket"], "/var/spool/postfix") == \
+        "unix:sendgate/milter.sock"
 
 
 SERVICE = Service("sendgate", "unix", (("syslog_name", "postfix/sendgate"), ("local_header_rewrite_clients", "")))
@@ -85,3 +88,57 @@ def test_service_name(upstream, want):
 
 def test_greeting_of_nothing(tmp_path):
     assert greeting(str(tmp_path / "none.sock")) is None
+
+
+@pytest.mark.parametrize("socket,queue,word", [
+    pytest.param("unix:/var/spool/postfix/sendgate/milter.sock", "/var/spool/postfix", "unix:sendgate/milter.sock",
+                 id="under-the-queue"),
+    pytest.param("unix:/var/spool/postfix/sendgate/milter.sock", "/var/spool/postfix/", "unix:sendgate/milter.sock",
+                 id="queue-with-slash"),
+    pytest.param("unix:/run/sendgate/milter.sock", "/var/spool/postfix", "unix:/run/sendgate/milter.sock",
+                 id="elsewhere-as-configured"),
+    pytest.param("unix:/var/spool/postfix-other/m.sock", "/var/spool/postfix", "unix:/var/spool/postfix-other/m.sock",
+                 id="prefix-is-not-a-parent"),
+])
+def test_milter_entry(socket, queue, word):
+    assert milter_entry(socket, queue) == word
+
+
+@pytest.mark.parametrize("value,words", [
+    pytest.param("", [], id="empty"),
+    pytest.param("inet:127.0.0.1:8891, unix:sendgate/milter.sock", ["inet:127.0.0.1:8891", "unix:sendgate/milter.sock"],
+                 id="comma-and-space"),
+    pytest.param("{ unix:sendgate/milter.sock, connect_timeout=10s } inet:localhost:8891",
+                 ["unix:sendgate/milter.sock", "inet:localhost:8891"], id="braced-group-with-settings"),
+])
+def test_milter_words(value, words):
+    assert milter_words(value) == words
+
+
+@pytest.mark.parametrize("word,chrooted,path", [
+    pytest.param("unix:sendgate/milter.sock", True, "/var/spool/postfix/sendgate/milter.sock", id="relative-chrooted"),
+    pytest.param("unix:sendgate/milter.sock", False, "/var/spool/postfix/sendgate/milter.sock", id="relative-plain"),
+    pytest.param("unix:/run/sendgate/milter.sock", True, "/var/spool/postfix/run/sendgate/milter.sock",
+                 id="absolute-chrooted"),
+    pytest.param("unix:/run/sendgate/milter.sock", False, "/run/sendgate/milter.sock", id="absolute-plain"),
+])
+def test_milter_path_seen(word, chrooted, path):
+    assert milter_path_seen(word, "/var/spool/postfix", chrooted) == path
+
+
+def test_smtpd_services_with_their_milters():
+    master = ("smtp      inet  n       -       y       -       -       smtpd\n"
+              "pickup    unix  n       -       y       60      1       pickup\n"
+              "smtpd     pass  -       -       y       -       -       smtpd\n"
+              "sendgate  unix  n       -       n       -       -       smtpd -o syslog_name=postfix/sendgate\n"
+              "relay     unix  -       -       y       -       -       smtp\n"
+              "10025     inet  n       -       -       -       -       smtpd -o smtpd_milters=\n"
+              "inside    unix  -       -       -       -       -       smtpd\n")
+    parameters = "sendgate/unix/syslog_name = postfix/sendgate\n10025/inet/smtpd_milters =\n"
+    assert smtpd_services(master, parameters, "unix:sendgate/milter.sock") == [
+        SmtpdService("smtp/inet", True, True, "unix:sendgate/milter.sock"),
+        SmtpdService("smtpd/pass", True, True, "unix:sendgate/milter.sock"),
+        SmtpdService("sendgate/unix", False, True, "unix:sendgate/milter.sock"),
+        SmtpdService("10025/inet", False, True, ""),
+        SmtpdService("inside/unix", False, False, "unix:sendgate/milter.sock"),
+    ]

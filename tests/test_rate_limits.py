@@ -112,10 +112,14 @@ def shared_redis():
     milters = {}
     try:
         wait_for(redis_socket, [redis], "redis-server")
+        sockets = directory / "milter"  # only Postfix's group may enter (docs/threat-model.md)
+        sockets.mkdir()
+        shutil.chown(sockets, "root", "postfix")
+        sockets.chmod(0o2750)
         for name in ("a", "b"):
             config = directory / f"{name}.yaml"
             config.write_text(f"myhostname: mail.example.org\nmyorigin: example.org\n"
-                              f"milter_socket: unix:{directory}/{name}.sock\n"
+                              f"milter_socket: unix:{sockets}/{name}.sock\n"
                               f"rate_message_limit: 3\nrate_recipient_limit: 0\nrate_window: {WINDOW}\n"
                               f"rate_store: redis\nrate_redis_url: unix://{redis_socket}\nlog_destination: stderr\n")
             log = open(directory / f"{name}.log", "wb")
@@ -123,7 +127,7 @@ def shared_redis():
             milters[name] = subprocess.Popen([program("python"), "-m", "sendgate.milter.main", "--config", str(config)],
                                              stdout=log, stderr=log)
         for name in milters:
-            wait_for(directory / f"{name}.sock", [redis, *milters.values()], f"milter {name}")
+            wait_for(sockets / f"{name}.sock", [redis, *milters.values()], f"milter {name}")
         yield directory, redis, milters
     finally:
         # libmilter notices SIGTERM within a few seconds: stop all, then wait.
@@ -151,7 +155,7 @@ def test_other_users_cannot_write_the_counters(shared_redis):
 
 def test_two_milters_share_one_redis(shared_redis):
     directory, redis, _ = shared_redis
-    with MTA(str(directory / "a.sock")) as a, MTA(str(directory / "b.sock")) as b:
+    with MTA(str(directory / "milter/a.sock")) as a, MTA(str(directory / "milter/b.sock")) as b:
         results = [a.message("sgtest1@example.org", ["x@example.net"], COMPLETE, SUBMISSION, queue_id="A1"),
                    b.message("sgtest1@example.org", ["x@example.net"], COMPLETE, SUBMISSION, queue_id="B1"),
                    a.message("sgtest1@example.org", ["x@example.net"], COMPLETE, SUBMISSION, queue_id="A2"),

@@ -31,10 +31,13 @@ def test_status_of_a_running_stack(stack):
         r"submitd: up, \d+ session\(s\) open, the MTA answers",
         re.escape("spool: /var/spool/sendgate/deferred: No such file or directory;"
                   " failed messages go to ~/dead.letter"),
-        rf"milter: socket {d}/run/milter/milter\.sock mode 0660 sendgate:postfix",
+        rf"milter: socket {d}/run/milter/milter\.sock mode 0660 root:postfix",
         r"milter: up",
         rf"postfix: {d}/postfix/etc: smtpd_milters = unix:{d}/run/milter/milter\.sock; "
         r"milter_default_action = tempfail",
+        rf"postfix: service sendgate/unix reaches the milter at {d}/run/milter/milter\.sock",
+        rf"postfix: service 127\.0\.0\.1:\d+/inet reaches the milter at {d}/run/milter/milter\.sock",
+        rf"postfix: service 127\.0\.0\.1:\d+/inet reaches the milter at {d}/run/milter/milter\.sock",
         r"postfix: authorized_submit_users = root",
         rf"postfix: service sendgate/unix in {d}/postfix/spool/public/ \(mode 0710 postfix:postdrop\)",
     ]
@@ -89,6 +92,29 @@ def test_check_config_finds_xclient_on_another_service(stack, broken_postfix):
     assert status == 78
     assert (f"sendgate: {config}: postfix: {port}/inet/smtpd_authorized_xclient_hosts = 127.0.0.1: anyone who "
             "reaches that service can claim any login") in err.splitlines()
+
+
+@pytest.mark.parametrize("edit,problem", [
+    pytest.param(["-F", "{port}/inet/chroot=y"],
+                 "postfix: service {port}/inet (chrooted) looks for the milter at {spool}{stack}/run/milter/milter.sock: "
+                 "it cannot reach {stack}/run/milter/milter.sock (put the socket under {spool} and name it relative "
+                 "to it)", id="chrooted-service-cannot-see-the-socket"),
+    pytest.param(["-P", "{port}/inet/smtpd_milters="],
+                 "postfix: service {port}/inet runs without the milter (smtpd_milters = (empty)): mail through it "
+                 "passes without sendgate's policy", id="service-without-the-milter"),
+    pytest.param(["-P", "{port}/inet/smtpd_milters=inet:127.0.0.1:8891"],
+                 "postfix: service {port}/inet runs without the milter (smtpd_milters = inet:127.0.0.1:8891): mail "
+                 "through it passes without sendgate's policy", id="service-with-other-milters-only"),
+])
+def test_check_config_checks_each_smtpd_service(stack, broken_postfix, edit, problem):
+    """What smtpd_milters names must be reachable as each service sees it:
+    a chrooted smtpd looks inside queue_directory."""
+    etc, config = broken_postfix
+    port, spool = stack.facts["inbound"], f"{stack.dir}/postfix/spool"
+    subprocess.run(["postconf", "-c", str(etc), *(a.format(port=port) for a in edit)], check=True)
+    status, _, err = run("check-config", str(config))
+    assert status == 78
+    assert f"sendgate: {config}: " + problem.format(port=port, spool=spool, stack=stack.dir) in err.splitlines()
 
 
 def test_check_config_of_the_stack_is_clean(stack):

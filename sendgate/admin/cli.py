@@ -60,7 +60,9 @@ DESCRIPTION
                   sender_login_maps entries, the systemd units, and in Postfix
                   the submit daemon's service and the milter, failing closed,
                   as that sendgate.yaml names them (submit_upstream,
-                  milter_socket, milter_local_daemon_name).  --submission
+                  milter_socket, milter_local_daemon_name), with the
+                  milter socket's directory only Postfix's group may
+                  enter (mode 2750).  --submission
                   adds the port 587 service (STARTTLS, then SASL AUTH, the
                   milter's policy for the authenticated user).  --undo
                   takes it all out again.  Starts nothing; see the README's install guide

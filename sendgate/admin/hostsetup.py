@@ -17,19 +17,24 @@ tests:
    smtpd service in master.cf (named after submit_upstream, in public/,
    XCLIENT allowed there alone, milter_local_daemon_name as the milter's
    daemon name; the entry comes from sendgate/postfix.py) and, in main.cf,
-   milter_socket in smtpd_milters with milter_default_action = tempfail,
+   milter_socket in smtpd_milters (relative to queue_directory when it is
+   below it, so that Debian's chrooted smtpd finds it) with
+   milter_default_action = tempfail,
    and authorized_submit_users = root (Postfix's own sendmail, postdrop
    and sendmail -bs then refuse every other user: no way around the policy).
    The main.cf values it replaces are saved in
    /etc/sendgate/postfix-before.conf;
-4. with --submission, network submission on port 587: the `submission`
+4. the milter socket's directory (Debian: /var/spool/postfix/sendgate),
+   owner milter_user, group milter_socket_group, mode 2750: only Postfix
+   reaches the socket, and the milter needs no group of its own;
+5. with --submission, network submission on port 587: the `submission`
    inet service of sendgate/postfix.py (STARTTLS required with main.cf's
    certificate, SASL AUTH with main.cf's SASL server, only authenticated
    clients, the milter's policy as for the submit socket); refused when
    main.cf names no certificate or master.cf has a submission service of
    its own.  /etc/sendgate/postfix-submission records that it was added;
-5. `--undo` removes the services, restores the saved main.cf values and
-   removes the units and the tmpfiles.d entry; the configuration file and the
+6. `--undo` removes the services, restores the saved main.cf values and
+   removes the units, the tmpfiles.d entry and the socket directory it made; the configuration file and the
    spool (with any messages still waiting) are left in place.
 
 It does not start anything, create users or replace /usr/sbin/sendmail:
@@ -38,13 +43,17 @@ those steps are the administrator's (see the guide).
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import shutil
+import stat
 import subprocess
 import sys
 
 from sendgate import config
-from sendgate.postfix import PostconfError, Service, postconf, sendgate_service, service_name, submission_service
+from sendgate.postfix import (PostconfError, Service, milter_entry, milter_words, postconf, sendgate_service,
+                              service_name, submission_service)
 
 MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol", "authorized_submit_users")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
@@ -52,6 +61,7 @@ CONFIG = "/etc/sendgate/sendgate.yaml"
 TMPFILES = "/etc/tmpfiles.d/sendgate.conf"
 PACKAGED_TMPFILES = "/usr/lib/tmpfiles.d/sendgate.conf"
 SUBMISSION_ADDED = "/etc/sendgate/postfix-submission"
+MILTER_DIRECTORY_ADDED = "/etc/sendgate/milter-directory"
 
 
 class SetupError(Exception):
@@ -112,6 +122,49 @@ def host_config(example: str, myhostname: str, myorigin: str) -> str:
     return "".join(out)
 
 
+def _milter_directory(root: str, cfg: config.Config) -> list[str]:
+    """The directory of milter_socket: owner milter_user, group
+    milter_socket_group, mode 2750 (docs/threat-model.md).  One that setup
+    made is recorded in /etc/sendgate/milter-directory for the undo."""
+    directory = os.path.dirname(cfg.milter_socket.removeprefix("unix:"))
+    try:
+        uid = pwd.getpwnam(cfg.milter_user).pw_uid
+        gid = grp.getgrnam(cfg.milter_socket_group).gr_gid
+    except KeyError as err:
+        raise SetupError(f"milter_socket's directory {directory}: no account {err.args[0].split(':')[-1].strip()}"
+                         " (scripts/bootstrap creates the user sendgate; Postfix the group postfix)") from None
+    path = _at(root, directory)
+    done = []
+    if not os.path.isdir(path):
+        os.makedirs(path)
+        with open(_at(root, MILTER_DIRECTORY_ADDED), "w", encoding="utf-8") as fp:
+            fp.write(directory + "\n")
+        done.append(f"made {path}")
+    os.chown(path, uid, gid)
+    os.chmod(path, 0o2750)
+    done.append(f"{path}: {cfg.milter_user}:{cfg.milter_socket_group} mode 2750 (the milter's socket, "
+                f"for {cfg.milter_socket_group} alone)")
+    return done
+
+
+def _remove_milter_directory(root: str) -> list[str]:
+    added = _at(root, MILTER_DIRECTORY_ADDED)
+    if not os.path.exists(added):
+        return []
+    with open(added, encoding="utf-8") as fp:
+        path = _at(root, fp.read().strip())
+    os.unlink(added)
+    if not os.path.isdir(path):
+        return []
+    entries = os.listdir(path)
+    if any(not stat.S_ISSOCK(os.lstat(os.path.join(path, name)).st_mode) for name in entries):
+        return [f"kept {path}: it holds more than the milter's socket"]
+    for name in entries:
+        os.unlink(os.path.join(path, name))
+    os.rmdir(path)
+    return [f"removed {path}"]
+
+
 def _check_submission(root: str) -> Service | None:
     """The submission service to add, None when setup added it before;
     SetupError when it cannot be added."""
@@ -164,9 +217,13 @@ def setup(root: str, domain: str | None = None, submission: bool = False) -> lis
         with open(saved, "w", encoding="utf-8") as fp:
             fp.write("".join(line + "\n" for line in explicit))
         done.append(f"saved the main.cf values it changes in {saved}")
-    milters = _postconf(root, "-h", "smtpd_milters").strip()
-    if cfg.milter_socket not in milters.replace(",", " ").split():
-        milters = f"{milters} {cfg.milter_socket}".strip()
+    done.extend(_milter_directory(root, cfg))
+    milters, queue = _postconf(root, "-xh", "smtpd_milters", "queue_directory").splitlines()
+    rooted = "unix:" + _at(root, cfg.milter_socket.removeprefix("unix:"))
+    entry = milter_entry(rooted, queue)
+    entry = cfg.milter_socket if entry == rooted else entry
+    if not {entry, cfg.milter_socket} & set(milter_words(milters)):
+        milters = f"{milters} {entry}".strip()
     # Postfix's own sendmail, postdrop and -bs refuse every user but root:
     # the users' sendmail is sendgate's, through the submit socket.
     _postconf(root, "-e", f"smtpd_milters={milters}", "milter_default_action=tempfail", "milter_protocol=6",
@@ -213,6 +270,7 @@ def undo(root: str) -> list[str]:
         _postconf(root, "-X", *unset)
         os.unlink(saved)
         done.append("postfix: restored " + ", ".join(MAIN_SETTINGS))
+    done.extend(_remove_milter_directory(root))
     for path in [_at(root, f"/etc/systemd/system/{unit}") for unit in UNITS] + [_at(root, TMPFILES)]:
         if os.path.exists(path):
             os.unlink(path)

@@ -16,7 +16,9 @@ import stat
 import time
 from dataclasses import dataclass
 
-from sendgate.postfix import PostconfError, greeting, postconf, service_name
+from sendgate.daemon import socket_directory_problem
+from sendgate.postfix import (PostconfError, greeting, milter_entry, milter_path_seen, milter_words, postconf,
+                              service_name, smtpd_services)
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,42 @@ def milter_daemon(cfg) -> list[Finding]:
         out.append(Finding("milter: socket present (not allowed to connect to it as this user)"))
     except OSError as err:
         out.append(Finding(f"milter: down: {path}: {err.strerror}", True))
-    group = grp.getgrgid(os.stat(path).st_gid).gr_name if os.path.exists(path) else ""
-    if group != cfg.milter_socket_group:
-        out.append(Finding(f"milter: {path} belongs to group {group}, milter_socket_group says "
-                           f"{cfg.milter_socket_group}: the MTA may not reach it", True))
+    problem = socket_directory_problem(path, cfg.milter_user, cfg.milter_socket_group)
+    if problem:
+        out.append(Finding(f"milter: {problem}", True))
     return out
+
+
+def milter_reach(cfg, queue: str, master: str, parameters: str, milters: str) -> list[Finding]:
+    """Per smtpd service of master.cf: does it name the milter, and is the
+    socket's directory where that service looks (a chrooted smtpd sees only
+    queue_directory)?  Checked on the directory, so that it holds before the
+    milter first starts."""
+    path = cfg.milter_socket.removeprefix("unix:")
+    entry = milter_entry(cfg.milter_socket, queue)
+    out = []
+    for service in smtpd_services(master, parameters, milters):
+        where = f"postfix: service {service.key}" + (" (chrooted)" if service.chrooted else "")
+        ours = [word for word in milter_words(service.milters)
+                if word in (entry, cfg.milter_socket) or milter_path_seen(word, queue, False) == path]
+        if not ours and service.exposed:
+            out.append(Finding(f"{where} runs without the milter (smtpd_milters = {service.milters or '(empty)'}): "
+                               "mail through it passes without sendgate's policy", True))
+        for word in ours:
+            seen = milter_path_seen(word, queue, service.chrooted)
+            if _same_directory(os.path.dirname(seen), os.path.dirname(path)):
+                out.append(Finding(f"{where} reaches the milter at {path}"))
+            else:
+                out.append(Finding(f"{where} looks for the milter at {seen}: it cannot reach {path} (put the "
+                                   f"socket under {queue} and name it relative to it)", True))
+    return out
+
+
+def _same_directory(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def rate_store(cfg) -> list[Finding]:
@@ -159,15 +192,19 @@ def postfix(cfg) -> list[Finding]:
             directory, "-h", "smtpd_milters", "milter_default_action", "smtpd_authorized_xclient_hosts",
             "queue_directory", "authorized_submit_users").splitlines()
         services = postconf(directory, "-P")
+        master = postconf(directory, "-M")
     except PostconfError as err:
         said = err.said.splitlines()[-1] if err.said else "postconf failed"
         return [Finding(f"postfix: cannot read the configuration in {directory}: {said}", True)]
     except (OSError, ValueError) as err:
         return [Finding(f"postfix: cannot read the configuration in {directory}: {err}", True)]
     out = [Finding(f"postfix: {directory}: smtpd_milters = {milters}; milter_default_action = {action}")]
-    if cfg.milter_socket not in milters.replace(",", " ").split():
-        out.append(Finding(f"postfix: smtpd_milters does not name {cfg.milter_socket}: "
+    entry = milter_entry(cfg.milter_socket, queue)
+    if not {entry, cfg.milter_socket} & set(milter_words(milters)):
+        out.append(Finding(f"postfix: smtpd_milters does not name {entry}: "
                            "SMTP mail passes without sendgate's policy", True))
+    else:
+        out.extend(milter_reach(cfg, queue, master, services, milters))
     if action not in ("tempfail", "reject", "shutdown"):
         out.append(Finding(f"postfix: milter_default_action = {action}: mail passes without policy while "
                            "the milter is down (set tempfail)", True))

@@ -32,9 +32,15 @@ DESCRIPTION
     SIGINT: HUP and TERM stop the milter, so do not send HUP to reload.)
 
 SECURITY
-    Started as root, it creates its socket, gives it to milter_socket_group
-    (mode 0660), drops to milter_user, checks getresuid(), and only then
-    talks to the MTA.  It refuses to run as root.  Configure the MTA to fail
+    It creates its socket (mode 0660) in a directory that only milter_user
+    and the MTA's group, milter_socket_group, may enter: mode 2750, set-gid
+    so that the socket gets that group without a chown (sendgate
+    setup-postfix makes it; the milter refuses to start, exit 78, when the
+    directory is open to others or has another group).  Started as root it
+    then drops to milter_user and checks getresuid(); started as
+    milter_user (the systemd unit) it needs no privilege and no
+    supplementary group.  Only then does it talk to the MTA.  It refuses to
+    run as root.  Configure the MTA to fail
     closed when the milter is away (Postfix: milter_default_action =
     tempfail; Sendmail: F=T in INPUT_MAIL_FILTER), or mail would pass
     without policy.
@@ -103,23 +109,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = daemon.load_config_or_exit("sendgate-milter", args.config)
     log = daemon.setup_logging(PROGRAM, cfg.log_destination, cfg.syslog_socket, threads=True)
     path = cfg.milter_socket.removeprefix("unix:")
-    gid = daemon.group_id(cfg.milter_socket_group, log)
+    problem = daemon.socket_directory_problem(path, cfg.milter_user, cfg.milter_socket_group)
+    if problem:
+        log.critical("milter_socket %s: %s", cfg.milter_socket, problem)
+        return daemon.EX_CONFIG
 
-    # Privilege steps: bind, hand the socket to the MTA's group, drop, verify.
+    # Privilege steps: bind (the set-gid directory gives the socket the
+    # MTA's group; mode 0660 from the umask), drop, verify.
     register()
     libmilter.setconn(cfg.milter_socket)
-    old_umask = os.umask(0o077)
+    old_umask = os.umask(0o117)
     try:
         libmilter.opensocket(True)
     except libmilter.error as err:
         log.critical("cannot listen on %s: %s", cfg.milter_socket, err)
         return daemon.EX_OSERR
     os.umask(old_umask)
-    # As root: hand the socket to the service user; as the service user (a
-    # systemd unit with SupplementaryGroups=postfix): just give it the group.
-    owner = daemon.user_id(cfg.milter_user, log) if os.geteuid() == 0 else -1
-    os.chown(path, owner, gid)
-    os.chmod(path, 0o660)
     daemon.drop_privileges(cfg.milter_user, log)
     try:
         store = open_store(cfg.rate_store, cfg.rate_redis_url)

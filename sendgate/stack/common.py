@@ -5,7 +5,7 @@ stopping the daemons.
 Layout (each MTA module adds its own entries to Paths.WHERE):
     DIR/sendgate.yaml           the sendgate configuration (config=)
     DIR/run/submit.sock         the submit socket, mode 0666 (socket=)
-    DIR/run/milter/milter.sock  the milter socket, group of the MTA
+    DIR/run/milter/milter.sock  the milter socket, in a set-gid directory of the MTA's group
     DIR/run/NAME.pid            daemons started by `stack up`
     DIR/run/inbound             HOST:PORT of the port-25-style service (inbound=)
     DIR/mail/Maildir/           delivered mail (maildir=)
@@ -83,10 +83,10 @@ def write(path: str, text: str, mode: int = 0o644) -> None:
 
 def mkdir(path: str, mode: int, owner: str | None = None, group: str | None = None) -> None:
     os.makedirs(path, exist_ok=True)
-    os.chmod(path, mode)
     uid = pwd.getpwnam(owner).pw_uid if owner else -1
     gid = grp.getgrnam(group).gr_gid if group else -1
     os.chown(path, uid, gid)
+    os.chmod(path, mode)  # after chown, which may clear the set-gid bit
 
 
 def free_loopback_port() -> int:

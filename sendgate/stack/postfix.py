@@ -264,7 +264,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     # Users must reach the submit socket: every directory on the way is 0755.
     mkdir(p.root, 0o755)
     mkdir(p.run, 0o755)
-    mkdir(p.milter_dir, 0o750, group=POSTFIX_USER)
+    mkdir(p.milter_dir, 0o2750, group=POSTFIX_USER)
     mkdir(p.logs, 0o755)
     mkdir(p.postfix_config, 0o755)
     mkdir(p.queue, 0o755)

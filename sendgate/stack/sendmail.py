@@ -236,7 +236,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     hostname = f"mail.{domain}"
     mkdir(p.root, 0o755)
     mkdir(p.run, 0o755)
-    mkdir(p.milter_dir, 0o750, group=SENDMAIL_USER)
+    mkdir(p.milter_dir, 0o2750, group=SENDMAIL_USER)
     mkdir(p.logs, 0o755)
     mkdir(p.etc, 0o755)
     mkdir(p.dev, 0o750, group=SENDMAIL_USER)
