@@ -48,6 +48,10 @@ def _path(value: Any) -> str:
     return text
 
 
+def _optional_path(value: Any) -> str:
+    return "" if value == "" else _path(value)
+
+
 def _socket_spec(value: Any) -> str:
     text = _str(value)
     if not text.startswith("unix:/"):
@@ -203,6 +207,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("rate_recipient_limit", _count, 5000, "Most recipients, summed over messages, one authenticated user may send to per rate_window; 0 means no limit.", "count", ("milter",)),
     Key("rate_store", _enum("memory", "redis"), "memory", "Where sendgate-milter keeps the rate counters: memory (this process) or redis (shared by several milters).", "memory | redis", ("milter",)),
     Key("rate_redis_url", _redis_url, "redis://127.0.0.1:6379/0", "The Redis server for rate_store: redis, with unix:///path for a unix socket.", "URL", ("milter",)),
+    Key("rate_redis_password_file", _optional_path, "", "A file whose first line is the Redis password (requirepass), readable by milter_user alone: the secret stays out of sendgate.yaml, which every user may read; empty: none (or in rate_redis_url).", "path", ("milter", "admin")),
     Key("spool_directory", _path, "/var/spool/sendgate/deferred", "Where the sendmail command saves a message it could not hand over and sendgate-submitd sends it again as the file's owner (owner submit_user, mode 3777; docs/spool.md); missing or not writable: ~/dead.letter.", "path", ("sendmail", "submitd", "admin")),
     Key("spool_retry_interval", _positive_int, 60, "Seconds between sendgate-submitd's passes over spool_directory; an entry that failed again waits this times 2 per failure, at most an hour.", "seconds", ("submitd",)),
     Key("spool_user_size_limit", _positive_int, 51200000, "Most bytes of one user's spool entries read in one pass; a bigger entry is set aside, never sent.", "bytes", ("submitd",)),

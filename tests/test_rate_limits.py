@@ -178,3 +178,61 @@ def test_two_milters_share_one_redis(shared_redis):
     log = log_text(directory / "a.log", "A4: error in end-of-message")
     assert "A3: defer: login=sgtest1 from=<sgtest1@example.org> nrcpt=1: 451 4.7.1" in log
     assert "A4: error in end-of-message: StoreError: redis: " in log
+
+
+@pytest.mark.parametrize("owner,ok", [
+    pytest.param("sendgate", True, id="the-milters-own-file"),
+    pytest.param("root", False, id="a-file-the-milter-cannot-read"),
+])
+def test_password_from_a_file_only_the_milter_reads(owner, ok):
+    """A store guarded by requirepass (here on a socket every user may
+    reach): the milter, as its service user, reads the password from
+    rate_redis_password_file; a file it cannot read stops it at start."""
+    need_stack_prerequisites()
+    need(shutil.which("redis-server") is not None, "redis-server is not installed (Debian package redis-server)")
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="sendgate-redis-auth-", dir="/tmp"))
+    directory.chmod(0o755)
+    shutil.chown(directory, "redis", "redis")
+    sockets = directory / "milter"
+    sockets.mkdir()
+    shutil.chown(sockets, "root", "postfix")
+    sockets.chmod(0o2750)
+    secret = directory / "redis-password"
+    secret.write_text("s3cret-for-the-test\n")
+    shutil.chown(secret, owner, owner)
+    secret.chmod(0o600)
+    redis_socket = directory / "redis.sock"
+    config = directory / "milter.yaml"
+    config.write_text(f"myhostname: mail.example.org\nmyorigin: example.org\nmilter_socket: unix:{sockets}/a.sock\n"
+                      f"rate_message_limit: 3\nrate_recipient_limit: 0\nrate_window: {WINDOW}\nrate_store: redis\n"
+                      f"rate_redis_url: unix://{redis_socket}\nrate_redis_password_file: {secret}\n"
+                      "log_destination: stderr\n")
+    redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(redis_socket), "--unixsocketperm",
+                              "777", "--requirepass", "s3cret-for-the-test", "--dir", str(directory), "--save", "",
+                              "--appendonly", "no"], user="redis", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    milter = None
+    try:
+        wait_for(redis_socket, [redis], "redis-server")
+        milter = subprocess.Popen([program("python"), "-m", "sendgate.milter.main", "--config", str(config)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not ok:
+            out, _ = milter.communicate(timeout=60)
+            assert milter.returncode == 78, out
+            assert f"rate_redis_password_file {secret}: Permission denied" in out
+            return
+        wait_for(sockets / "a.sock", [redis, milter], "milter")
+        with MTA(str(sockets / "a.sock")) as mta:
+            assert mta.message("sgtest1@example.org", ["x@example.net"], COMPLETE, SUBMISSION,
+                               queue_id="P1") == [("CONTINUE",)]
+        import redis as redis_client
+        counters = redis_client.Redis(unix_socket_path=str(redis_socket), password="s3cret-for-the-test")
+        (key,) = counters.keys("sendgate:rate:sgtest1:*")
+        assert counters.hgetall(key) == {b"m": b"1", b"r": b"1"}
+        with pytest.raises(redis_client.AuthenticationError):
+            redis_client.Redis(unix_socket_path=str(redis_socket)).keys("*")
+    finally:
+        for proc in (milter, redis):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -49,3 +49,24 @@ def test_memory_store_is_not_checked(tmp_path):
     config = tmp_path / "sendgate.yaml"
     config.write_text("rate_store: memory\n")
     assert check(config) == (0, "")
+
+
+@pytest.mark.parametrize("mode,expected", [
+    pytest.param(0o600, None, id="private"),
+    pytest.param(0o640, None, id="group-readable"),
+    pytest.param(0o644, "rate store: {secret} is readable by every user (mode 0644): anyone can write the rate "
+                 "counters (chmod 0600, owner sendgate)", id="world-readable"),
+    pytest.param(None, "rate store: rate_redis_password_file {secret}: No such file or directory", id="missing"),
+])
+def test_password_file(tmp_path, mode, expected):
+    """A TCP store with the password in a file of its own: the URL carries
+    none, and only the file's mode decides."""
+    secret = tmp_path / "redis-password"
+    if mode is not None:
+        secret.write_text("s3cret\n")
+        os.chmod(secret, mode)
+    config = tmp_path / "sendgate.yaml"
+    config.write_text(f"rate_store: redis\nrate_redis_url: redis://127.0.0.1:6380/0\n"
+                      f"rate_redis_password_file: {secret}\n")
+    want = (0, "") if expected is None else (78, f"sendgate: {config}: " + expected.format(secret=secret) + "\n")
+    assert check(config) == want

@@ -148,11 +148,22 @@ def rate_store(cfg) -> list[Finding]:
     """rate_store: redis reachable by other local users is a way to block
     them (HSET sendgate:rate:alice:... m 999999): a TCP server without a
     password, a unix socket other users may connect to, or a password
-    written into the URL of a configuration file every user can read."""
+    written into the URL of a configuration file every user can read, or
+    into a rate_redis_password_file they can read."""
     if cfg.rate_store != "redis":
         return []
     from urllib.parse import urlsplit
     url = urlsplit(cfg.rate_redis_url)
+    if cfg.rate_redis_password_file:
+        path = cfg.rate_redis_password_file
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError as err:
+            return [Finding(f"rate store: rate_redis_password_file {path}: {err.strerror}", True)]
+        if mode & 0o004:
+            return [Finding(f"rate store: {path} is readable by every user (mode {mode:04o}): anyone can write "
+                            f"the rate counters (chmod 0600, owner {cfg.milter_user})", True)]
+        return [Finding(f"rate store: redis at {url.hostname or url.path}, password from {path} ({_mode(path)})")]
     if url.scheme == "unix":
         try:
             mode = stat.S_IMODE(os.stat(url.path).st_mode)

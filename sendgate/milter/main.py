@@ -51,9 +51,11 @@ CONFIGURATION
     fixup_bcc, sender_login_maps, sender_trusted_users,
     sender_mismatch_action, from_mismatch_action, sender_allow_null,
     milter_local_daemon_name, rate_window, rate_message_limit,
-    rate_recipient_limit, rate_store, rate_redis_url, milter_metrics_listen,
+    rate_recipient_limit, rate_store, rate_redis_url, rate_redis_password_file,
+    milter_metrics_listen,
     log_destination, syslog_socket.  A reload applies every key but milter_socket,
-    milter_socket_group, milter_user, rate_store and rate_redis_url, which
+    milter_socket_group, milter_user, rate_store, rate_redis_url and
+    rate_redis_password_file, which
     need a restart.
     See docs/configuration.md.
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(old_umask)
     daemon.drop_privileges(cfg.milter_user, log)
     try:
-        store = open_store(cfg.rate_store, cfg.rate_redis_url)
+        store = open_store(cfg.rate_store, cfg.rate_redis_url, cfg.rate_redis_password_file)
     except StoreError as err:
         log.critical("%s", err)
         return daemon.EX_CONFIG

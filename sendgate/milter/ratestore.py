@@ -57,14 +57,15 @@ class RedisStore:
 
     PREFIX = "sendgate:rate:"
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, password: str | None = None, timeout: float = 2.0) -> None:
         try:
             import redis
         except ImportError as err:
             raise StoreError("rate_store is redis but the Python package redis is not installed "
                              "(pip install 'sendgate[redis]')") from err
         self._errors = (redis.RedisError, OSError)
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = redis.Redis.from_url(url, password=password, socket_timeout=timeout,
+                                            socket_connect_timeout=timeout)
 
     def add(self, principal: str, start: int, window: int, messages: int, recipients: int) -> Usage:
         key = f"{self.PREFIX}{principal}:{start}"
@@ -79,7 +80,17 @@ class RedisStore:
         return Usage(int(m), int(r))
 
 
-def open_store(kind: str, redis_url: str) -> RateStore:
-    if kind == "redis":
-        return RedisStore(redis_url)
-    return MemoryStore()
+def open_store(kind: str, redis_url: str, password_file: str = "") -> RateStore:
+    """The store rate_store names.  The password file is read here, after
+    the milter became its service user: a file that user cannot read is a
+    StoreError at start, not a failure at the first message."""
+    if kind != "redis":
+        return MemoryStore()
+    password = None
+    if password_file:
+        try:
+            with open(password_file, encoding="utf-8") as fp:
+                password = fp.readline().rstrip("\r\n")
+        except OSError as err:
+            raise StoreError(f"rate_redis_password_file {password_file}: {err.strerror}") from None
+    return RedisStore(redis_url, password)
