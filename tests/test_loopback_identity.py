@@ -183,18 +183,18 @@ def smtp_as(stack, user: str, sender: str, message: str) -> str:
     return result.stdout.decode().strip()
 
 
-def test_identified_loopback_client_gets_the_submission_policy(postfix_stack, request):
+def test_identified_loopback_client_gets_the_submission_policy(stack, request):
     m = unique_marker(request)
-    with loopback_setting(postfix_stack, "identify"):
-        reply = smtp_as(postfix_stack, "sgtest1", "sgtest1@example.org",
+    with loopback_setting(stack, "identify"):
+        reply = smtp_as(stack, "sgtest1", "sgtest1@example.org",
                         f"From: Carol <carol@example.net>\nTo: bob@example.net\nSubject: {m}\n\nhi\n")
         assert reply == "250 queued"
-        (item,) = delivered(postfix_stack, m)
+        (item,) = delivered(stack, m)
     qid = queue_id(item)
     assert item.one("Sender") == "sendgate test user sgtest1 <sgtest1@example.org>"
     assert item.one("From") == "Carol <carol@example.net>"
     assert item.all("Date") != [] and item.one("Message-ID").endswith("@mail.example.org>")
-    lines = milter_log_lines(postfix_stack, qid, until=": accepted")
+    lines = milter_log_lines(stack, qid, until=": accepted")
     assert any(f"{qid}: submission: login=sgtest1 from=<sgtest1@example.org> nrcpt=1 " in line for line in lines)
 
 
@@ -212,15 +212,16 @@ def test_identified_loopback_client_gets_the_submission_policy(postfix_stack, re
                  "550 5.7.1 Error: mail from loopback TCP clients is not accepted here; use the sendmail command",
                  id="refuse-own-sender"),
 ])
-def test_loopback_client_refused(postfix_stack, request, setting, user, sender, expected):
+def test_loopback_client_refused(stack, request, setting, user, sender, expected):
     m = unique_marker(request)
-    with loopback_setting(postfix_stack, setting):
-        reply = smtp_as(postfix_stack, user, sender, f"From: {sender}\nSubject: {m}\n\nhi\n")
+    with loopback_setting(stack, setting):
+        reply = smtp_as(stack, user, sender, f"From: {sender}\nSubject: {m}\n\nhi\n")
     assert reply == expected
-    assert delivered(postfix_stack, m, timeout=2) == []
+    assert delivered(stack, m, timeout=2) == []
 
 
 def test_relay_setting_keeps_todays_behaviour(postfix_stack, request):
+    """Postfix only: Sendmail adds a Date of its own to relayed mail."""
     m = unique_marker(request)
     with loopback_setting(postfix_stack, "relay"):
         reply = smtp_as(postfix_stack, "sgtest1", "alice@example.org", f"From: Alice <alice@example.org>\nSubject: {m}\n\nhi\n")
