@@ -72,6 +72,13 @@ MESSAGES = [
          "To: bob@example.net\r\nSubject: {m}\r\n\r\na\r\nb\r\n", {"body": b"a\nb\n"}),
     case("utf8-recipient-asks-smtputf8", ["-i", "j\u00f6rg@example.net"],
          "Subject: {m}\n\nhallo\n", {"to": "j\u00f6rg@example.net", "body": b"hallo\n"}),
+    case("t-utf8-header-recipient-asks-smtputf8", ["-t", "-i"],
+         "To: J\u00f6rg <j\u00f6rg@b\u00fccher.example>\nSubject: {m}\n\nhallo\n",
+         {"to": "j\u00f6rg@b\u00fccher.example", "header": "To: J\u00f6rg <j\u00f6rg@b\u00fccher.example>".encode(),
+          "body": b"hallo\n"}),
+    case("t-utf8-display-name-only-needs-nothing", ["-t", "-i"],
+         "To: J\u00f6rg M\u00fcller <joerg@example.net>\nSubject: {m}\n\nhallo\n",
+         {"to": "joerg@example.net", "header": "To: J\u00f6rg M\u00fcller <joerg@example.net>".encode()}),
     case("esmtp-parameters-accepted", ["-t", "-i", "-B", "8BITMIME", "-N", "delay,failure", "-R", "hdrs",
                                        "-V", "env+1", "-U"],
          "To: bob@example.net\nSubject: {m}\n\nb\u00fcdy\n", {"body": "b\u00fcdy\n".encode()}),
@@ -88,6 +95,8 @@ def test_message_handling(stack, public_dir, request, args, message, want):  # n
         assert item.raw.split(b"\n")[1] == f"X-Original-To: {want['to']}".encode()
     if "From" in want:
         assert item.one("From") == want["From"]
+    if "header" in want:  # as written: 8-bit header text passes unchanged
+        assert want["header"] in item.raw.split(b"\n\n", 1)[0].split(b"\n")
     if "body" in want:
         assert item.raw.split(b"\n\n", 1)[1] == want["body"]
 
@@ -264,3 +273,31 @@ def test_unwritable_output_is_a_failure(stack):
     result = run_as(USER, ["/bin/sh", "-c", f"exec {program('sendgate-sendmail')} -bv bob@example.net >/dev/full"],
                     b"", stack.env())
     assert (result.returncode, result.stderr) == (74, b"sendmail: No space left on device\n")
+
+
+def test_utf8_header_recipient_through_sendmail(sendmail_stack, request):
+    """The Sendmail build has no SMTPUTF8: the replay sends the envelope
+    without it, as before, and Sendmail takes the 8-bit address."""
+    from conftest import sendmail
+    m = unique_marker(request)
+    message = f"To: J\u00f6rg <j\u00f6rg@b\u00fccher.example>\nSubject: {m}\n\nhallo\n".encode()
+    result = sendmail(sendmail_stack, USER, ["-t", "-i"], message)
+    assert (result.returncode, result.stderr) == (0, b"")
+    (item,) = delivered(sendmail_stack, m)
+    assert "To: J\u00f6rg <j\u00f6rg@b\u00fccher.example>".encode() in item.raw.split(b"\n")
+
+
+def test_utf8_argv_recipient_on_an_mta_without_smtputf8_is_a_clear_refusal(sendmail_stack, request):
+    """An argv address that is not ASCII asks for SMTPUTF8 (as Postfix's
+    sendmail does); Sendmail's refusal reaches the caller, and the message
+    is saved."""
+    from conftest import sendmail
+    m = unique_marker(request)
+    home = pathlib.Path(pwd.getpwnam(USER).pw_dir)
+    clear_dead_letter(home)
+    result = sendmail(sendmail_stack, USER, ["-i", "j\u00f6rg@b\u00fccher.example"], f"Subject: {m}\n\nhallo\n".encode())
+    assert (result.returncode, result.stderr) == (
+        69, f"sendmail: sender refused: 555 5.5.4 SMTPUTF8 parameter unrecognized; message saved in "
+            f"{home}/dead.letter\n".encode())
+    assert m.encode() in (home / "dead.letter").read_bytes()
+    clear_dead_letter(home)

@@ -9,7 +9,8 @@ import pytest
 from sendgate.policy.admission import AdmissionRules, Peer
 from sendgate.policy.refusals import outcome, replayed_recipient_refusal
 from sendgate.policy.sender import Mismatch, SenderRules
-from sendgate.policy.transaction import Mail, Message, Recipient, Refusal, check_mail, check_message, check_rcpt
+from sendgate.policy.transaction import (Mail, Message, Recipient, Refusal, check_mail, check_message, check_rcpt,
+                                        replay_mail)
 from sendgate.replies import Reply
 
 ALICE = Peer(1000, "alice", frozenset())
@@ -153,3 +154,16 @@ def test_outcome(reply, want):
 ])
 def test_replayed_recipient_refusal(address, reply, want):
     assert str(replayed_recipient_refusal(address, reply)) == want
+
+
+@pytest.mark.parametrize("sender,params,recipients,mta,want", [
+    pytest.param("a@example.org", (), ["j\u00f6rg@b\u00fccher.example"], True, ("SMTPUTF8",), id="header-recipient-utf8"),
+    pytest.param("j\u00f6rg@example.org", ("BODY=8BITMIME",), ["bob@example.net"], True, ("BODY=8BITMIME", "SMTPUTF8"),
+                 id="sender-utf8"),
+    pytest.param("a@example.org", ("smtputf8",), ["\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a"], True, ("smtputf8",),
+                 id="declared-already"),
+    pytest.param("a@example.org", (), ["bob@example.net"], True, (), id="all-ascii"),
+    pytest.param("a@example.org", (), ["j\u00f6rg@b\u00fccher.example"], False, (), id="mta-without-smtputf8"),
+])
+def test_replay_mail_declares_smtputf8(sender, params, recipients, mta, want):
+    assert replay_mail(Mail(sender, params, True), recipients, mta) == Mail(sender, want, True)

@@ -14,7 +14,7 @@ verdict: a Refusal, or what to send on to the MTA.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from sendgate import replies
@@ -149,3 +149,16 @@ def check_message(content: bytes, rcpthdr: bool, given: Sequence[str], domain: s
         return Message(replies.R554_HEADER.format(detail=shown(str(err), 200)), 0)
     nrcpt = len(found.recipients)
     return Message(recipient_limit_refusal(nrcpt, limit), nrcpt, found.recipients, found.remove)
+
+
+def replay_mail(mail: Mail, recipients: Sequence[str], mta_smtputf8: bool) -> Mail:
+    """The MAIL of an RCPTHDR replay.  The client could not declare SMTPUTF8
+    for recipients it had not named: it is added when the sender or a header
+    recipient is not ASCII (RFC 6531 §3.4), as Postfix's sendmail detects it
+    for its own envelope, and the MTA offers it.  An MTA without SMTPUTF8
+    (the Sendmail build) gets the envelope as it did before: Sendmail takes
+    8-bit addresses without it."""
+    declared = any(param_name(p) == "SMTPUTF8" for p in mail.params)
+    if declared or not mta_smtputf8 or all(address.isascii() for address in (mail.sender, *recipients)):
+        return mail
+    return replace(mail, params=(*mail.params, "SMTPUTF8"))

@@ -25,7 +25,7 @@ from sendgate.daemon import quote
 from sendgate.policy.handoff import with_identity_field
 from sendgate.policy.message import delete_fields
 from sendgate.policy.refusals import replayed_recipient_refusal
-from sendgate.policy.transaction import Mail, Recipient, check_message
+from sendgate.policy.transaction import Mail, Recipient, check_message, replay_mail
 from sendgate.replies import Reply
 from sendgate.submit_socket.registry import Registry
 from sendgate.submit_socket.settings import SubmitSettings
@@ -145,10 +145,11 @@ class Forwarder:
         return Delivery(reply, verdict.nrcpt, len(content))
 
     async def _replay(self, txn: Transaction, recipients: tuple[str, ...]) -> Reply | None:
-        """MAIL and one RCPT per recipient for an RCPTHDR transaction; a
-        refused recipient fails the whole message
+        """MAIL (with SMTPUTF8 when the header's recipients need it) and one
+        RCPT per recipient for an RCPTHDR transaction; a refused recipient
+        fails the whole message
         (sendgate.policy.refusals.replayed_recipient_refusal)."""
-        reply = await self.mail(txn.mail)
+        reply = await self.mail(replay_mail(txn.mail, recipients, self.upstream.capabilities.smtputf8))
         if not reply.positive:
             return reply
         up = self.upstream
