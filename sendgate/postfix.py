@@ -15,6 +15,8 @@
   socket under $queue_directory is relative to it (every Postfix daemon
   runs in that directory, chrooted or not, so one word reaches the socket
   from both), and the services of master.cf with the milters each one uses.
+* The order of smtpd_milters: sendgate's milter before a signing milter
+  (signing_milters), whose signature must cover the fields sendgate adds.
 * postconf(1), run against one configuration directory.
 * The probe: the greeting of an SMTP server on a unix socket.  The submit
   daemon answers only once it has the MTA's greeting, so a 220 on the
@@ -23,6 +25,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import subprocess
@@ -116,6 +119,69 @@ def milter_words(value: str) -> list[str]:
     for mark in "{},":
         value = value.replace(mark, " ")
     return [word for word in value.split() if "=" not in word]
+
+
+_SEPARATORS = ", \t\n"
+
+
+def milter_items(value: str) -> list[tuple[int, int, str]]:
+    """The top-level entries of an smtpd_milters value as (start, end,
+    milter): a `{ unix:path, timeout=... }` group is one entry, its first
+    word the milter; commas and spaces separate entries."""
+    items, i = [], 0
+    while i < len(value):
+        if value[i] in _SEPARATORS:
+            i += 1
+            continue
+        if value[i] == "{":
+            end = value.find("}", i)
+            end = len(value) if end < 0 else end + 1
+            words = milter_words(value[i:end])
+        else:
+            end = i
+            while end < len(value) and value[end] not in _SEPARATORS + "{":
+                end += 1
+            words = [value[i:end]]
+        if words:
+            items.append((i, end, words[0]))
+        i = end
+    return items
+
+
+def is_signer(milter: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(milter, pattern) for pattern in patterns)
+
+
+def signer_before(value: str, ours: set[str], patterns: tuple[str, ...]) -> str | None:
+    """The first signing milter (one of patterns) that value names before
+    any of ours; None when ours come first, or no signer is named."""
+    for _, _, milter in milter_items(value):
+        if milter in ours:
+            return None
+        if is_signer(milter, patterns):
+            return milter
+    return None
+
+
+def with_milter_first(value: str, entry: str, ours: set[str], patterns: tuple[str, ...]) -> str:
+    """value with entry before the first signing milter, or at the end when
+    none is named; every other entry, its text and its separators kept.
+    An entry of ours after a signer is moved; one before every signer stays."""
+    items = milter_items(value)
+    signers = [start for start, _, milter in items if is_signer(milter, patterns) and milter not in ours]
+    own = [(start, end) for start, end, milter in items if milter in ours]
+    if own and (not signers or own[0][0] < signers[0]):
+        return value
+    for start, end in reversed(own):  # after a signer: taken out, put in below
+        rest = value[end:].lstrip(_SEPARATORS)
+        value = value[:start] + rest if rest else value[:start].rstrip(_SEPARATORS)
+    items = milter_items(value)
+    gaps = [value[end:start] for (_, end, _), (start, _, _) in zip(items, items[1:])]
+    separator = ", " if any("," in gap for gap in gaps) else " "  # the list's own style
+    for start, _, milter in items:
+        if is_signer(milter, patterns) and milter not in ours:
+            return value[:start] + entry + separator + value[start:]
+    return f"{value.rstrip(_SEPARATORS)} {entry}".strip()
 
 
 def milter_path_seen(word: str, queue_directory: str, chrooted: bool) -> str:

@@ -177,13 +177,15 @@ class Stack:
         return {"SENDGATE_CONFIG": self.config, "PATH": "/usr/bin:/bin"}
 
 
-def start_stack(prefix: str, *settings: str, mta: str = "postfix") -> Stack:
-    """sendgate stack up in a new directory; --set KEY=VALUE for settings.
-    On Postfix, also the test users' SASL accounts (password: password_of(user))."""
+def start_stack(prefix: str, *settings: str, mta: str = "postfix", options: tuple[str, ...] = (),
+                parent: str = "/tmp") -> Stack:
+    """sendgate stack up in a new directory under parent; --set KEY=VALUE
+    for settings, options (e.g. --dkim) as they are.  On Postfix, also the
+    test users' SASL accounts (password: password_of(user))."""
     need_stack_prerequisites(mta)
-    directory = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     directory.chmod(0o755)
-    args = [a for item in settings for a in ("--set", item)]
+    args = [*options, *(a for item in settings for a in ("--set", item))]
     up = subprocess.run([program("sendgate"), "stack", "up", "--mta", mta, "--dir", str(directory), *args],
                         capture_output=True, text=True, timeout=600)
     if up.returncode != 0:

@@ -93,7 +93,7 @@ def test_setup_check_and_undo(host):
         result = setup(host)
         assert result.returncode == 0, result.stderr
     assert postconf(host, "-h", "smtpd_milters", "milter_default_action", "authorized_submit_users").splitlines() == [
-        "inet:127.0.0.1:8891 unix:sendgate/milter.sock", "tempfail", "root"]
+        "unix:sendgate/milter.sock inet:127.0.0.1:8891", "tempfail", "root"]
     # The milter's socket directory, where Debian's chrooted smtpd finds it
     # (as unix:sendgate/milter.sock, relative to queue_directory).
     st = os.stat(host / "var/spool/postfix/sendgate")
@@ -125,6 +125,58 @@ def test_setup_check_and_undo(host):
     assert not (host / "etc/tmpfiles.d/sendgate.conf").exists()
     assert sorted(os.listdir(host / "var/spool/postfix")) == ["public"]
     assert config.exists()  # the administrator's configuration stays
+
+
+def set_milters(host, value):
+    main = host / "etc/postfix/main.cf"
+    main.write_text(main.read_text().replace("smtpd_milters = inet:127.0.0.1:8891\n", f"smtpd_milters = {value}\n"))
+
+
+SG = "unix:sendgate/milter.sock"
+
+
+@pytest.mark.parametrize("before,after", [
+    pytest.param("", SG, id="none"),
+    pytest.param("unix:/run/clamav/clamav-milter.ctl", f"unix:/run/clamav/clamav-milter.ctl {SG}", id="no-signer-appended"),
+    pytest.param("inet:localhost:8891", f"{SG} inet:localhost:8891", id="opendkim-debian-port"),
+    pytest.param("unix:opendkim/opendkim.sock", f"{SG} unix:opendkim/opendkim.sock", id="opendkim-chroot-socket"),
+    pytest.param("local:/run/opendkim/opendkim.sock", f"{SG} local:/run/opendkim/opendkim.sock",
+                 id="opendkim-local-socket"),
+    pytest.param("unix:/run/opendkim/opendkim.sock", f"{SG} unix:/run/opendkim/opendkim.sock",
+                 id="opendkim-unix-socket"),
+    pytest.param("inet:127.0.0.1:8892", f"{SG} inet:127.0.0.1:8892", id="dkimpy-milter"),
+    pytest.param("unix:/run/openarc/openarc.sock", f"{SG} unix:/run/openarc/openarc.sock", id="openarc"),
+    pytest.param("inet:localhost:11332", f"{SG} inet:localhost:11332", id="rspamd"),
+    pytest.param("unix:/run/clamav/clamav-milter.ctl, inet:localhost:8891, inet:localhost:11332, unix:/run/other.sock",
+                 f"unix:/run/clamav/clamav-milter.ctl, {SG}, inet:localhost:8891, inet:localhost:11332, "
+                 "unix:/run/other.sock", id="before-the-first-signer-others-kept"),
+    pytest.param("{ inet:localhost:8891, default_action=accept } unix:/run/other.sock",
+                 f"{SG} {{ inet:localhost:8891, default_action=accept }} unix:/run/other.sock", id="signer-in-a-group"),
+    pytest.param(f"inet:localhost:8891 {SG}", f"{SG} inet:localhost:8891", id="ours-after-a-signer-moved"),
+    pytest.param(f"unix:/run/other.sock {SG} inet:localhost:8891", f"unix:/run/other.sock {SG} inet:localhost:8891",
+                 id="ours-already-first-unchanged"),
+])
+def test_milter_goes_before_signing_milters(host, before, after):
+    """sendgate's milter runs before a DKIM/ARC signer (signing_milters), so
+    that the signature covers the fields it adds (tests/test_dkim.py shows
+    what goes wrong otherwise); undo gives back the list exactly."""
+    set_milters(host, before)
+    before_main = postconf(host, "-n")
+    for _ in range(2):  # twice: the second run changes nothing more
+        result = setup(host)
+        assert result.returncode == 0, result.stderr
+        assert postconf(host, "-h", "smtpd_milters") == after + "\n"
+    assert setup(host, "--undo").returncode == 0
+    assert postconf(host, "-n") == before_main
+
+
+def test_signing_milters_from_the_configuration(host):
+    """An administrator's own signer, named in signing_milters."""
+    set_milters(host, "unix:/run/mysigner.sock inet:localhost:8891")
+    (host / "etc/sendgate").mkdir(parents=True)
+    (host / "etc/sendgate/sendgate.yaml").write_text('signing_milters: ["unix:/run/mysigner*"]\n')
+    assert setup(host).returncode == 0
+    assert postconf(host, "-h", "smtpd_milters") == f"{SG} unix:/run/mysigner.sock inet:localhost:8891\n"
 
 
 def test_undo_restores_a_previous_authorized_submit_users(host):
@@ -171,7 +223,7 @@ def test_setup_takes_names_from_the_configuration(host):
     result = setup(host)
     assert result.returncode == 0, result.stderr
     assert "postfix: added the submitgate service and the milter (run `postfix reload`)" in result.stdout.splitlines()
-    assert postconf(host, "-h", "smtpd_milters").split() == ["inet:127.0.0.1:8891", "unix:/run/milters/sendgate.sock"]
+    assert postconf(host, "-h", "smtpd_milters").split() == ["unix:/run/milters/sendgate.sock", "inet:127.0.0.1:8891"]
     assert postconf(host, "-M", "submitgate/unix").split() == ["submitgate", "unix", "n", "-", "n", "-", "-", "smtpd",
         "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=local-submit",
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/submitgate"]

@@ -132,3 +132,36 @@ def test_status_with_everything_down(tmp_path):
                                     " failed messages go to ~/dead.letter",
                                     f"problem: milter: down: no socket {tmp_path}/none-milter.sock"]
     assert out.splitlines()[3].startswith(f"problem: postfix: cannot read the configuration in {tmp_path}/no-postfix")
+
+
+SIGNER_FIRST = ("runs the signing milter inet:localhost:8891 before sendgate's (smtpd_milters = {milters}): its "
+                "signature does not cover the Date, Message-ID, From and Sender sendgate adds (put sendgate's milter "
+                "first; setup-postfix does)")
+
+
+@pytest.mark.parametrize("where,milters,problem", [
+    pytest.param("main", "inet:localhost:8891 unix:{stack}/run/milter/milter.sock", "postfix: main.cf " + SIGNER_FIRST,
+                 id="main-cf-signer-first"),
+    pytest.param("main", "unix:/run/other.sock, {{ inet:localhost:8891, default_action=accept }}, "
+                 "unix:{stack}/run/milter/milter.sock", "postfix: main.cf " + SIGNER_FIRST, id="main-cf-signer-group"),
+    pytest.param("service", "inet:localhost:8891,unix:{stack}/run/milter/milter.sock",
+                 "postfix: service {port}/inet " + SIGNER_FIRST, id="service-override-signer-first"),
+    pytest.param("main", "unix:{stack}/run/milter/milter.sock inet:localhost:8891", None, id="main-cf-ours-first"),
+    pytest.param("service", "unix:{stack}/run/milter/milter.sock,inet:localhost:8891", None,
+                 id="service-override-ours-first"),
+])
+def test_check_config_finds_a_signer_before_the_milter(stack, broken_postfix, where, milters, problem):
+    """A DKIM signer (signing_milters) before sendgate's milter signs the
+    message without the fields the milter adds (tests/test_dkim.py)."""
+    etc, config = broken_postfix
+    port = stack.facts["inbound"]
+    milters = milters.format(stack=stack.dir)
+    if where == "main":
+        subprocess.run(["postconf", "-c", str(etc), "-e", f"smtpd_milters={milters}"], check=True)
+    else:
+        subprocess.run(["postconf", "-c", str(etc), "-P", f"{port}/inet/smtpd_milters={milters}"], check=True)
+    status, _, err = run("check-config", str(config))
+    if problem is None:
+        assert (status, err) == (0, "")
+    else:
+        assert (status, err) == (78, f"sendgate: {config}: " + problem.format(port=port, milters=milters) + "\n")

@@ -2,7 +2,7 @@
     sendgate - administer sendgate
 
 SYNOPSIS
-    sendgate stack up --dir DIR [--mta postfix|sendmail] [--domain DOMAIN] [--mail-owner USER] [--set KEY=VALUE]...
+    sendgate stack up --dir DIR [--mta postfix|sendmail] [--domain DOMAIN] [--mail-owner USER] [--dkim] [--set KEY=VALUE]...
     sendgate stack adduser --dir DIR LOGIN PASSWORD
     sendgate stack down --dir DIR
     sendgate check-config [--no-mta] [FILE]
@@ -35,6 +35,11 @@ DESCRIPTION
                   README): it prints sendmail_config= instead of
                   postfix_config=, delivers as Sendmail's account smmta and
                   takes no --mail-owner.
+                  --dkim adds a private OpenDKIM (Debian's opendkim) as a
+                  second milter after sendgate-milter, signing mail of
+                  DOMAIN with selector test and a key made at stack up;
+                  it prints dkim_record= (the public key as a TXT record),
+                  dkim_config= and dkim_log= (docs/dkim.md).
     stack adduser Create a SASL account LOGIN with PASSWORD for the stack's
                   submission service (or change its password).
     stack down    Stop everything stack up started under DIR.
@@ -148,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the domain local users send as, the stack's myorigin (default: example.org)")
     up.add_argument("--mail-owner", default=None, metavar="USER",
                     help="the user owning DIR/mail/Maildir (default: the sudo user, else sendgate; Postfix only)")
+    up.add_argument("--dkim", action="store_true",
+                    help="also run a private OpenDKIM, signing for DOMAIN, after sendgate-milter (Postfix only)")
     up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                     help="put KEY: VALUE (YAML) into the stack's sendgate.yaml; may be repeated")
     adduser = command(actions, "adduser", "create a SASL account on a stack", "stack adduser")
@@ -213,17 +220,20 @@ def parse_settings(items: list[str]) -> dict:
 def stack_command(args: argparse.Namespace) -> None:
     """stack up, adduser, down: the MTA module of --mta builds the stack;
     down asks each MTA module to stop what it finds of its own."""
-    from sendgate.stack import common, postfix, sendmail
+    from sendgate.stack import common, opendkim, postfix, sendmail
     if args.action == "up":
         mta = {"postfix": postfix, "sendmail": sendmail}[args.mta]
+        if args.dkim and args.mta != "postfix":
+            raise common.StackError("--dkim: only with --mta postfix (docs/dkim.md)")
+        extra = {"dkim": True} if args.dkim else {}
         facts = mta.up(args.dir, domain=args.domain, mail_owner=args.mail_owner,
-                       settings=parse_settings(args.settings))
+                       settings=parse_settings(args.settings), **extra)
         for key, value in facts.items():
             print(f"{key}={value}")
     elif args.action == "adduser":
         postfix.adduser(args.dir, args.login, args.password)  # SASL: the Postfix stack's submission service
     else:
-        for stopped in common.down(args.dir, postfix.stop_mta, sendmail.stop_mta):
+        for stopped in common.down(args.dir, postfix.stop_mta, sendmail.stop_mta, opendkim.stop):
             print(f"stopped={stopped}")
 
 

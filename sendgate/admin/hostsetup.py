@@ -18,7 +18,10 @@ tests:
    XCLIENT allowed there alone, milter_local_daemon_name as the milter's
    daemon name; the entry comes from sendgate/postfix.py) and, in main.cf,
    milter_socket in smtpd_milters (relative to queue_directory when it is
-   below it, so that Debian's chrooted smtpd finds it) with
+   below it, so that Debian's chrooted smtpd finds it), before the first
+   signing milter listed there (signing_milters: OpenDKIM, dkimpy-milter,
+   OpenARC, rspamd), whose signature must cover the fields the milter
+   adds, else at the end; every other milter keeps its place, with
    milter_default_action = tempfail,
    and authorized_submit_users = root (Postfix's own sendmail, postdrop
    and sendmail -bs then refuse every other user: no way around the policy).
@@ -52,8 +55,8 @@ import subprocess
 import sys
 
 from sendgate import config
-from sendgate.postfix import (PostconfError, Service, milter_entry, milter_words, postconf, sendgate_service,
-                              service_name, submission_service)
+from sendgate.postfix import (PostconfError, Service, milter_entry, postconf, sendgate_service, service_name,
+                              submission_service, with_milter_first)
 
 MAIN_SETTINGS = ("smtpd_milters", "milter_default_action", "milter_protocol", "authorized_submit_users")
 UNITS = ("sendgate-submitd.socket", "sendgate-submitd.service", "sendgate-milter.service")
@@ -213,7 +216,7 @@ def setup(root: str, domain: str | None = None, submission: bool = False) -> lis
     saved = os.path.join(etc, "postfix-before.conf")
     if not os.path.exists(saved):
         # Only what main.cf sets explicitly: undo removes the rest again.
-        explicit = [line for line in _postconf(root, "-n").splitlines() if line.split(" = ")[0] in MAIN_SETTINGS]
+        explicit = [line for line in _postconf(root, "-n").splitlines() if line.split("=")[0].strip() in MAIN_SETTINGS]
         with open(saved, "w", encoding="utf-8") as fp:
             fp.write("".join(line + "\n" for line in explicit))
         done.append(f"saved the main.cf values it changes in {saved}")
@@ -222,8 +225,7 @@ def setup(root: str, domain: str | None = None, submission: bool = False) -> lis
     rooted = "unix:" + _at(root, cfg.milter_socket.removeprefix("unix:"))
     entry = milter_entry(rooted, queue)
     entry = cfg.milter_socket if entry == rooted else entry
-    if not {entry, cfg.milter_socket} & set(milter_words(milters)):
-        milters = f"{milters} {entry}".strip()
+    milters = with_milter_first(milters, entry, {entry, cfg.milter_socket}, cfg.signing_milters)
     # Postfix's own sendmail, postdrop and -bs refuse every user but root:
     # the users' sendmail is sendgate's, through the submit socket.
     _postconf(root, "-e", f"smtpd_milters={milters}", "milter_default_action=tempfail", "milter_protocol=6",
@@ -263,7 +265,9 @@ def undo(root: str) -> list[str]:
     saved = _at(root, "/etc/sendgate/postfix-before.conf")
     if os.path.exists(saved):
         with open(saved, encoding="utf-8") as fp:
-            values = dict(line.rstrip("\n").split(" = ", 1) for line in fp if " = " in line)
+            # postconf -n writes an empty value as "name =", without the space.
+            values = {name.strip(): value.strip() for name, _, value in (line.partition("=") for line in fp)
+                      if name.strip()}
         if values:
             _postconf(root, "-e", *(f"{k}={v}" for k, v in values.items()))
         unset = [name for name in MAIN_SETTINGS if name not in values]

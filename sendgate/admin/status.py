@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sendgate.daemon import socket_directory_problem
 from sendgate.postfix import (PostconfError, greeting, milter_entry, milter_path_seen, milter_words, postconf,
-                              service_name, smtpd_services)
+                              service_name, signer_before, smtpd_services)
 
 
 @dataclass(frozen=True)
@@ -112,18 +112,37 @@ def milter_daemon(cfg) -> list[Finding]:
     return out
 
 
+def our_milters(cfg, queue: str, milters: str) -> list[str]:
+    """The words of an smtpd_milters value that name sendgate's milter."""
+    entry, path = milter_entry(cfg.milter_socket, queue), cfg.milter_socket.removeprefix("unix:")
+    return [word for word in milter_words(milters)
+            if word in (entry, cfg.milter_socket) or milter_path_seen(word, queue, False) == path]
+
+
+def milter_order(cfg, where: str, milters: str, ours: set[str]) -> list[Finding]:
+    """A signing milter (signing_milters) before sendgate's: it signs the
+    message as the client sent it, without the fields the milter adds."""
+    signer = signer_before(milters, ours, cfg.signing_milters)
+    if signer is None:
+        return []
+    return [Finding(f"{where} runs the signing milter {signer} before sendgate's (smtpd_milters = {milters}): "
+                    "its signature does not cover the Date, Message-ID, From and Sender sendgate adds "
+                    "(put sendgate's milter first; setup-postfix does)", True)]
+
+
 def milter_reach(cfg, queue: str, master: str, parameters: str, milters: str) -> list[Finding]:
     """Per smtpd service of master.cf: does it name the milter, and is the
     socket's directory where that service looks (a chrooted smtpd sees only
     queue_directory)?  Checked on the directory, so that it holds before the
-    milter first starts."""
+    milter first starts.  A service's own -o smtpd_milters is checked for a
+    signer before the milter as well (main.cf's value is, by postfix())."""
     path = cfg.milter_socket.removeprefix("unix:")
-    entry = milter_entry(cfg.milter_socket, queue)
     out = []
     for service in smtpd_services(master, parameters, milters):
         where = f"postfix: service {service.key}" + (" (chrooted)" if service.chrooted else "")
-        ours = [word for word in milter_words(service.milters)
-                if word in (entry, cfg.milter_socket) or milter_path_seen(word, queue, False) == path]
+        ours = our_milters(cfg, queue, service.milters)
+        if ours and service.milters != milters:
+            out.extend(milter_order(cfg, where, service.milters, set(ours)))
         if not ours and service.exposed:
             out.append(Finding(f"{where} runs without the milter (smtpd_milters = {service.milters or '(empty)'}): "
                                "mail through it passes without sendgate's policy", True))
@@ -215,6 +234,7 @@ def postfix(cfg) -> list[Finding]:
         out.append(Finding(f"postfix: smtpd_milters does not name {entry}: "
                            "SMTP mail passes without sendgate's policy", True))
     else:
+        out.extend(milter_order(cfg, "postfix: main.cf", milters, set(our_milters(cfg, queue, milters))))
         out.extend(milter_reach(cfg, queue, master, services, milters))
     if action not in ("tempfail", "reject", "shutdown"):
         out.append(Finding(f"postfix: milter_default_action = {action}: mail passes without policy while "

@@ -117,10 +117,15 @@ def spawn(p: Paths, name: str, module: str, log_path: str) -> int:
     its own, logging to log_path; record its pid in run/NAME.pid."""
     # cwd "/": `python -m` puts the working directory first on sys.path, and
     # a checkout there would shadow the installed package.
+    return spawn_program(p, name, [sys.executable, "-m", module, "--config", p.config], log_path)
+
+
+def spawn_program(p: Paths, name: str, argv: list[str], log_path: str) -> int:
+    """Start argv (staying in the foreground) in a session of its own, in
+    "/", logging to log_path; record its pid in run/NAME.pid."""
     env = dict(os.environ, SENDGATE_CONFIG=p.config)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", module, "--config", p.config],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
                                 start_new_session=True, close_fds=True)
     write(p.pidfile(name), f"{proc.pid}\n")
     return proc.pid

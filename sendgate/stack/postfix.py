@@ -41,7 +41,7 @@ import shutil
 import subprocess
 
 from sendgate.postfix import Service, sendgate_service, submission_service
-from sendgate.stack import common
+from sendgate.stack import common, opendkim
 from sendgate.stack.common import SERVICE_USER, StackError, mkdir, require, write
 
 POSTFIX_USER = "postfix"
@@ -56,7 +56,7 @@ class Paths(common.Paths):
         "upstream": "postfix/spool/public/sendgate", "postfix_log": "log/postfix.log",
         "sasl_dir": "postfix/etc/sasl", "sasldb": "postfix/etc/sasl/sasldb2", "tls_dir": "postfix/tls",
         "tls_cert": "postfix/tls/cert.pem", "tls_key": "postfix/tls/key.pem",
-        "submission_file": "run/submission",
+        "submission_file": "run/submission", **opendkim.WHERE,
     }
 
 
@@ -253,9 +253,13 @@ def default_mail_owner() -> str:
 
 
 def up(directory: str, domain: str = "example.org", mail_owner: str | None = None,
-       settings: dict | None = None) -> dict[str, str]:
-    """Build and start the stack; return the key=value facts `stack up` prints."""
+       settings: dict | None = None, dkim: bool = False) -> dict[str, str]:
+    """Build and start the stack; return the key=value facts `stack up` prints.
+    dkim: a private OpenDKIM after sendgate-milter in smtpd_milters
+    (sendgate/stack/opendkim.py)."""
     check_prerequisites()
+    if dkim:
+        opendkim.check_prerequisites()
     p = Paths(os.path.abspath(directory))
     common.require_not_running(p, "submitd", "milter")
     owner = mail_owner or default_mail_owner()
@@ -282,17 +286,21 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     inbound = common.inbound_port(p)
     submission = prepare_submission(p, hostname)
     require(submission != inbound, "two services were given the same loopback port; run stack up again")
+    # sendgate's milter first: the signer must see the fields it adds (docs/dkim.md).
+    milters = cfg.milter_socket + (" " + opendkim.prepare(p, domain, POSTFIX_USER) if dkim else "")
     write(os.path.join(p.postfix_config, "main.cf"),
-          main_cf(p, domain, hostname, mail_uid, mail_gid, cfg.milter_socket) + submission_main_cf(p))
+          main_cf(p, domain, hostname, mail_uid, mail_gid, milters) + submission_main_cf(p))
     service = sendgate_service(os.path.basename(p.upstream), cfg.milter_local_daemon_name)
     write(os.path.join(p.postfix_config, "master.cf"), master_cf(service, inbound) + submission_master_cf(submission))
 
     pids: dict[str, int] = {}
     logs = {"postfix": p.postfix_log}
     common.start_milter(p, pids, logs)
+    if dkim:
+        opendkim.start(p, pids, logs)
     result = _postfix(p, "start")
     if result.returncode != 0:
-        common.down(p.root, stop_mta)
+        common.down(p.root, stop_mta, opendkim.stop)
         raise StackError(f"postfix start failed:\n{result.stdout}{result.stderr}")
     common.wait_for("Postfix's sendgate service", lambda: os.path.exists(p.upstream), pids, logs)
     common.start_submitd(p, pids, logs)
@@ -301,7 +309,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "postfix_config": p.postfix_config, "log": p.postfix_log, "inbound": f"127.0.0.1:{inbound}",
         "submission": f"127.0.0.1:{submission}",
         "submitd_log": p.submitd_log, "milter_log": p.milter_log, "domain": domain,
-        "mta": "postfix", "upstream": p.upstream,
+        "mta": "postfix", "upstream": p.upstream, **(opendkim.facts(p) if dkim else {}),
     }
 
 
