@@ -119,11 +119,13 @@ def setup_logging(program: str, destination: str, syslog_socket: str = "/dev/log
     return log
 
 
-def drop_privileges(user: str, log: logging.Logger) -> None:
-    """Become user (with its groups from /etc/group) and verify it stuck.
+def drop_privileges(user: str, log: logging.Logger, groups: tuple[str, ...] = ()) -> None:
+    """Become user (with its groups from /etc/group, and groups) and verify
+    it stuck.
 
     Refuses to go on as root: a daemon that cannot drop privileges exits.
-    When not started as root, the process must already be that user.
+    When not started as root, the process must already be that user (the
+    systemd unit gives it groups with SupplementaryGroups=).
     """
     entry = pwd.getpwuid(user_id(user, log))
     if entry.pw_uid == 0:
@@ -131,6 +133,7 @@ def drop_privileges(user: str, log: logging.Logger) -> None:
         raise SystemExit(EX_CONFIG)
     if os.geteuid() == 0:
         os.initgroups(user, entry.pw_gid)
+        os.setgroups(sorted(set(os.getgroups()) | {group_id(name, log) for name in groups}))
         os.setresgid(entry.pw_gid, entry.pw_gid, entry.pw_gid)
         os.setresuid(entry.pw_uid, entry.pw_uid, entry.pw_uid)
     if os.getresuid() != (entry.pw_uid,) * 3 or os.getresgid() != (entry.pw_gid,) * 3:

@@ -105,7 +105,7 @@ def master_cf(service: Service, inbound_port: int) -> str:
     return f"""# Private Postfix instance of a sendgate stack; written by `sendgate stack up`.
 # service type  private unpriv chroot wakeup maxproc command
 # The submit daemon's service: in public/ (mode 0710, group postdrop), so
-# only root and members of postdrop (the sendgate user) can connect.  It is
+# only root and members of postdrop (the submit daemon) can connect.  It is
 # the only service that accepts XCLIENT.
 {service.master_cf()}# Port-25-style inbound service on loopback: no XCLIENT, no AUTH.
 127.0.0.1:{inbound_port} inet n - n - - smtpd
@@ -228,11 +228,12 @@ def check_prerequisites() -> None:
     require(shutil.which("postfix") is not None and os.path.exists("/usr/sbin/postconf"),
             "Postfix is not installed (Debian: apt-get install postfix, answering 'No configuration')")
     common.require_users(SERVICE_USER, POSTFIX_USER)
-    uid, gid = _ids(SERVICE_USER)
-    postdrop = grp.getgrnam(POSTDROP_GROUP).gr_gid
-    require(postdrop in os.getgrouplist(SERVICE_USER, gid),
-            f"user {SERVICE_USER!r} must be in group {POSTDROP_GROUP!r} to reach Postfix's public/ "
-            f"directory: usermod -aG {POSTDROP_GROUP} {SERVICE_USER}")
+    # The submit daemon takes the group itself (submit_groups), as its
+    # systemd unit gives it: the service user is in no group of Postfix's.
+    try:
+        grp.getgrnam(POSTDROP_GROUP)
+    except KeyError:
+        require(False, f"no group {POSTDROP_GROUP!r}: Postfix is not installed properly")
 
 
 def _postfix(p: Paths, *args: str) -> subprocess.CompletedProcess:

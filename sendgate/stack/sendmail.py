@@ -248,6 +248,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     cfg = common.write_config(p, {
         "myhostname": hostname, "myorigin": domain,
         "submit_socket": p.socket, "submit_upstream": f"unix:{p.upstream}",
+        "submit_groups": [],  # the upstream socket's directory is group sendgate
         "submit_upstream_protocol": "header",
         "milter_socket": f"unix:{p.milter_socket}", "milter_socket_group": SENDMAIL_USER,
         "log_destination": "stderr",

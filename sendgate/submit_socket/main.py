@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     inherited = sock is not None
     if sock is None:
         sock = bind_socket(cfg.submit_socket, cfg.submit_socket_mode, cfg.submit_socket_group, log)
-    daemon.drop_privileges(cfg.submit_user, log)
+    daemon.drop_privileges(cfg.submit_user, log, cfg.submit_groups)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(serve(sock, Service(cfg, args.config, log), inherited))
     return 0
