@@ -13,10 +13,12 @@ Layout (besides the MTA's, sendgate/stack/postfix.py):
     DIR/log/opendkim.log            what it writes on stderr (Syslog no)
 
 What it signs is OpenDKIM's own rule (opendkim.conf(5)): mail whose From:
-domain is Domain, when the client is one of InternalHosts (127.0.0.1, its
-default: the host itself, as Postfix's unix-socket services and the tests'
-loopback clients are) or authenticated (SMTP AUTH, and XCLIENT LOGIN,
-which Postfix passes as {auth_authen}).  Mail from any other client is
+domain is Domain, when the client is one of InternalHosts or authenticated
+(SMTP AUTH, and XCLIENT LOGIN, which Postfix passes as {auth_authen}).
+InternalHosts is the host itself: 127.0.0.1 (OpenDKIM's default, what
+Postfix names its unix-socket clients and the tests' loopback clients are)
+and localhost, the only name Sendmail gives a client of its unix-socket
+daemon (sendgate-local, "[UNIX: localhost]"), which has no address.  Mail from any other client is
 neither signed nor, in Mode s, verified.  It signs OpenDKIM's default
 fields and Message-ID and Sender (SignHeaders *,+Message-ID,+Sender: the
 default list, RFC 6376 section 5.4.1, has neither), and signs From: once
@@ -54,7 +56,7 @@ Mode                    s
 Domain                  {domain}
 Selector                {SELECTOR}
 KeyFile                 {p.dkim_key}
-InternalHosts           127.0.0.1
+InternalHosts           127.0.0.1, localhost
 Canonicalization        relaxed/simple
 OversignHeaders         From
 # OpenDKIM's default list (RFC 6376 section 5.4.1) has neither Message-ID
