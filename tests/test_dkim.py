@@ -1,7 +1,8 @@
 """DKIM end to end with the real signer: Debian's OpenDKIM as a second
 milter after sendgate-milter on a private Postfix and Sendmail stack
-(`stack up --dkim`, sendgate/stack/opendkim.py).  The verifier is dkimpy, given the public key
-from the TXT record opendkim-genkey wrote (no DNS, no network).
+(`stack up --dkim`, sendgate/stack/opendkim.py).  The verifier is dkimpy,
+given the public key from the TXT record opendkim-genkey wrote (no DNS, no
+network).
 
 What OpenDKIM signs is its own rule: From: in example.org (Domain), and the
 client one of InternalHosts (127.0.0.1, localhost) or authenticated (SASL,
@@ -13,6 +14,7 @@ sendgate adds; with the milters the other way round it does not
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import smtplib
@@ -193,3 +195,17 @@ def test_signer_before_sendgate_does_not_cover_what_sendgate_adds(dkim_postfix, 
         f"sendgate: {dkim_stack.config}: postfix: main.cf runs the signing milter {signer_first.split()[0]} before "
         f"sendgate's (smtpd_milters = {signer_first}): its signature does not cover the Date, Message-ID, From and "
         "Sender sendgate adds (put sendgate's milter first; setup-postfix does)\n"))
+
+
+def test_dkim_stack_below_a_directory_others_may_write_is_refused(tmp_path):
+    """OpenDKIM would refuse its configuration below /tmp and exit at start:
+    stack up says so first, and makes nothing."""
+    need(os.geteuid() == 0, "stack up needs root")
+    need(shutil.which("opendkim") is not None, "OpenDKIM is not installed (apt-get install opendkim opendkim-tools)")
+    directory = tmp_path / "stack"
+    up = subprocess.run([program("sendgate"), "stack", "up", "--dkim", "--dir", str(directory)],
+                        capture_output=True, text=True, timeout=60)
+    assert (up.returncode, up.stdout, up.stderr) == (1, "", (
+        "sendgate: stack up: --dkim: /tmp can be written by other users, and OpenDKIM refuses files below it: "
+        "put the stack's directory elsewhere (e.g. under /run or /var/lib)\n"))
+    assert not directory.exists()

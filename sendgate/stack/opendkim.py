@@ -44,10 +44,13 @@ WHERE = {
 }
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(root: str) -> None:
+    """Before stack up makes anything: OpenDKIM installed, its account, and
+    root below no directory others may write (check_directory)."""
     require(shutil.which("opendkim") is not None and shutil.which("opendkim-genkey") is not None,
             "--dkim: OpenDKIM is not installed (Debian: apt-get install opendkim opendkim-tools)")
     common.require_users(USER)
+    check_directory(root)
 
 
 def opendkim_conf(p, domain: str) -> str:
@@ -85,8 +88,6 @@ def check_directory(root: str) -> None:
 def prepare(p, domain: str, mta_group: str) -> str:
     """Key pair, configuration and socket directory; the milter word the
     MTA's configuration names."""
-    check_prerequisites()
-    check_directory(p.root)
     mkdir(p.dkim_dir, 0o755)
     mkdir(p.dkim_keys, 0o750, owner=USER, group=USER)
     result = subprocess.run(["opendkim-genkey", "-b", "2048", "-D", p.dkim_keys, "-d", domain, "-s", SELECTOR],
