@@ -196,8 +196,6 @@ def prepare_submission(p: Paths, hostname: str) -> int:
 def adduser(directory: str, login: str, password: str) -> None:
     """Create (or change the password of) a SASL account on the stack."""
     p = Paths(os.path.abspath(directory))
-    if dkim:
-        opendkim.check_prerequisites(p.root)
     require(os.geteuid() == 0, "stack adduser needs root (the sasldb belongs to root, group postfix)")
     require(os.path.isdir(p.sasl_dir), f"no stack in {p.root} (no {p.sasl_dir}): run `sendgate stack up` first")
     require(bool(login) and all(c.isalnum() or c in "._-+" for c in login),
@@ -261,6 +259,8 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     (sendgate/stack/opendkim.py)."""
     check_prerequisites()
     p = Paths(os.path.abspath(directory))
+    if dkim:
+        opendkim.check_prerequisites(p.root)
     common.require_not_running(p, "submitd", "milter")
     owner = mail_owner or default_mail_owner()
     mail_uid, mail_gid = _ids(owner)

@@ -238,10 +238,10 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     require(mail_owner is None, "--mail-owner: the Sendmail stack delivers as Sendmail's own "
             f"account {SENDMAIL_USER!r}; its messages are readable by everyone")
     check_prerequisites()
-    prefix = ensure_prefix()
     p = Paths(os.path.abspath(directory))
     if dkim:
         opendkim.check_prerequisites(p.root)
+    prefix = ensure_prefix()
     common.require_not_running(p, "submitd", "milter", "sendmail", "syslog")
     hostname = f"mail.{domain}"
     mkdir(p.root, 0o755)
