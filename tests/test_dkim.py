@@ -1,17 +1,20 @@
 """DKIM end to end with the real signer: Debian's OpenDKIM as a second
-milter after sendgate-milter on a private Postfix stack (`stack up --dkim`,
-sendgate/stack/opendkim.py).  The verifier is dkimpy, given the public key
-from the TXT record opendkim-genkey wrote (no DNS, no network).
+milter after sendgate-milter on a private Postfix and Sendmail stack
+(`stack up --dkim`, sendgate/stack/opendkim.py).  The verifier is dkimpy,
+given the public key from the TXT record opendkim-genkey wrote (no DNS, no
+network).
 
 What OpenDKIM signs is its own rule: From: in example.org (Domain), and the
-client one of InternalHosts (127.0.0.1) or authenticated (SASL, or the
-submit daemon's XCLIENT LOGIN).  Its signature must cover the fields
+client one of InternalHosts (127.0.0.1, localhost) or authenticated (SASL,
+or the submit daemon's XCLIENT LOGIN).  SASL submission and the milter
+order's check are Postfix's alone.  Its signature must cover the fields
 sendgate adds; with the milters the other way round it does not
 (docs/dkim.md), which is why setup-postfix puts sendgate's milter first.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import smtplib
@@ -21,20 +24,42 @@ import dkim  # dkimpy, of the test extra (pyproject.toml)
 import pytest
 from dkim.util import parse_tag_value
 
-from conftest import DOMAIN, delivered, need, program, sendmail, start_stack, stop_stack, submit_smtp, unique_marker
+from conftest import (DOMAIN, MTAS, delivered, need, program, sendmail, start_stack, stop_stack, submit_smtp,
+                      unique_marker)
 
 ADDED = ("date", "message-id", "sender")
 
 
 @pytest.fixture(scope="module")
-def dkim_stack():
-    need(shutil.which("opendkim") is not None, "OpenDKIM is not installed (apt-get install opendkim opendkim-tools)")
-    # OpenDKIM refuses files below a directory others may write, so not /tmp.
-    # One MTA session per client session: the milter order a test sets
-    # with `postfix reload` holds from the next message on.
-    stack = start_stack("sendgate-test-dkim-", "submit_upstream_cache_size=0", options=("--dkim",), parent="/run")
-    yield stack
-    stop_stack(stack.dir)
+def dkim_stacks():
+    """One stack with OpenDKIM per MTA, started on first use."""
+    started = {}
+
+    def get(mta):
+        if mta not in started:
+            need(shutil.which("opendkim") is not None,
+                 "OpenDKIM is not installed (apt-get install opendkim opendkim-tools)")
+            # OpenDKIM refuses files below a directory others may write, so
+            # not /tmp.  One MTA session per client session: the milter
+            # order a test sets with `postfix reload` holds from the next
+            # message on.
+            started[mta] = start_stack(f"sendgate-test-dkim-{mta}-", "submit_upstream_cache_size=0", mta=mta,
+                                       options=("--dkim",), parent="/run")
+        return started[mta]
+
+    yield get
+    for stack in started.values():
+        stop_stack(stack.dir)
+
+
+@pytest.fixture(params=MTAS)
+def dkim_stack(request, dkim_stacks):
+    return dkim_stacks(request.param)
+
+
+@pytest.fixture
+def dkim_postfix(dkim_stacks):
+    return dkim_stacks("postfix")
 
 
 def key_record(stack) -> bytes:
@@ -91,7 +116,8 @@ def test_sendmail_command_message_is_signed_over_the_added_fields(dkim_stack, re
     assert_signed_as_delivered(dkim_stack, item)
 
 
-def test_sasl_submission_is_signed_over_the_added_fields(dkim_stack, request):
+def test_sasl_submission_is_signed_over_the_added_fields(dkim_postfix, request):
+    dkim_stack = dkim_postfix
     marker = unique_marker(request)
     reply = submit_smtp(dkim_stack, "sgtest1", f"sgtest1@{DOMAIN}", ["friend@example.net"], message(marker).decode())
     assert reply == "250 queued"
@@ -124,16 +150,16 @@ def test_relayed_message_per_opendkims_rules(dkim_stack, request, source, signed
         assert item.all("DKIM-Signature") == []
 
 
-def test_check_config_of_the_stack_with_opendkim_is_clean(dkim_stack):
+def test_check_config_of_the_stack_with_opendkim_is_clean(dkim_postfix):
     """sendgate's milter first, then OpenDKIM (*opendkim* of signing_milters)."""
-    result = subprocess.run([program("sendgate"), "check-config", dkim_stack.config], capture_output=True, text=True)
+    result = subprocess.run([program("sendgate"), "check-config", dkim_postfix.config], capture_output=True, text=True)
     assert (result.returncode, result.stderr) == (0, "")
 
 
 @pytest.fixture
-def signer_first(dkim_stack):
+def signer_first(dkim_postfix):
     """The milters the wrong way round: OpenDKIM before sendgate-milter."""
-    etc = dkim_stack.facts["postfix_config"]
+    etc = dkim_postfix.facts["postfix_config"]
     right = subprocess.run(["postconf", "-c", etc, "-h", "smtpd_milters"], capture_output=True, text=True,
                            check=True).stdout.strip()
     ours, signer = right.split()
@@ -144,10 +170,11 @@ def signer_first(dkim_stack):
     subprocess.run(["postfix", "-c", etc, "reload"], capture_output=True, check=True)
 
 
-def test_signer_before_sendgate_does_not_cover_what_sendgate_adds(dkim_stack, signer_first, request):
+def test_signer_before_sendgate_does_not_cover_what_sendgate_adds(dkim_postfix, signer_first, request):
     """Why the order matters: OpenDKIM signs the message as the client
     wrote it.  The fields sendgate then adds are outside h=, and a Sender:
     it replaces breaks the signature; check-config names the cause."""
+    dkim_stack = dkim_postfix
     marker = unique_marker(request)
     result = sendmail(dkim_stack, "sgtest1", ["-t", "-i"], message(marker))
     assert result.returncode == 0, result.stderr
@@ -168,3 +195,17 @@ def test_signer_before_sendgate_does_not_cover_what_sendgate_adds(dkim_stack, si
         f"sendgate: {dkim_stack.config}: postfix: main.cf runs the signing milter {signer_first.split()[0]} before "
         f"sendgate's (smtpd_milters = {signer_first}): its signature does not cover the Date, Message-ID, From and "
         "Sender sendgate adds (put sendgate's milter first; setup-postfix does)\n"))
+
+
+def test_dkim_stack_below_a_directory_others_may_write_is_refused(tmp_path):
+    """OpenDKIM would refuse its configuration below /tmp and exit at start:
+    stack up says so first, and makes nothing."""
+    need(os.geteuid() == 0, "stack up needs root")
+    need(shutil.which("opendkim") is not None, "OpenDKIM is not installed (apt-get install opendkim opendkim-tools)")
+    directory = tmp_path / "stack"
+    up = subprocess.run([program("sendgate"), "stack", "up", "--dkim", "--dir", str(directory)],
+                        capture_output=True, text=True, timeout=60)
+    assert (up.returncode, up.stdout, up.stderr) == (1, "", (
+        "sendgate: stack up: --dkim: /tmp can be written by other users, and OpenDKIM refuses files below it: "
+        "put the stack's directory elsewhere (e.g. under /run or /var/lib)\n"))
+    assert not directory.exists()

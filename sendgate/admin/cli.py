@@ -36,10 +36,12 @@ DESCRIPTION
                   postfix_config=, delivers as Sendmail's account smmta and
                   takes no --mail-owner.
                   --dkim adds a private OpenDKIM (Debian's opendkim) as a
-                  second milter after sendgate-milter, signing mail of
-                  DOMAIN with selector test and a key made at stack up;
-                  it prints dkim_record= (the public key as a TXT record),
-                  dkim_config= and dkim_log= (docs/dkim.md).
+                  second milter after sendgate-milter, on either MTA,
+                  signing mail of DOMAIN with selector test and a key made
+                  at stack up; it prints dkim_record= (the public key as a
+                  TXT record), dkim_config= and dkim_log= (docs/dkim.md).
+                  DIR must then not be below a directory other users may
+                  write, such as /tmp: OpenDKIM refuses its files there.
     stack adduser Create a SASL account LOGIN with PASSWORD for the stack's
                   submission service (or change its password).
     stack down    Stop everything stack up started under DIR.
@@ -154,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mail-owner", default=None, metavar="USER",
                     help="the user owning DIR/mail/Maildir (default: the sudo user, else sendgate; Postfix only)")
     up.add_argument("--dkim", action="store_true",
-                    help="also run a private OpenDKIM, signing for DOMAIN, after sendgate-milter (Postfix only)")
+                    help="also run a private OpenDKIM, signing for DOMAIN, after sendgate-milter")
     up.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                     help="put KEY: VALUE (YAML) into the stack's sendgate.yaml; may be repeated")
     adduser = command(actions, "adduser", "create a SASL account on a stack", "stack adduser")
@@ -223,8 +225,6 @@ def stack_command(args: argparse.Namespace) -> None:
     from sendgate.stack import common, opendkim, postfix, sendmail
     if args.action == "up":
         mta = {"postfix": postfix, "sendmail": sendmail}[args.mta]
-        if args.dkim and args.mta != "postfix":
-            raise common.StackError("--dkim: only with --mta postfix (docs/dkim.md)")
         extra = {"dkim": True} if args.dkim else {}
         facts = mta.up(args.dir, domain=args.domain, mail_owner=args.mail_owner,
                        settings=parse_settings(args.settings), **extra)

@@ -13,10 +13,12 @@ Layout (besides the MTA's, sendgate/stack/postfix.py):
     DIR/log/opendkim.log            what it writes on stderr (Syslog no)
 
 What it signs is OpenDKIM's own rule (opendkim.conf(5)): mail whose From:
-domain is Domain, when the client is one of InternalHosts (127.0.0.1, its
-default: the host itself, as Postfix's unix-socket services and the tests'
-loopback clients are) or authenticated (SMTP AUTH, and XCLIENT LOGIN,
-which Postfix passes as {auth_authen}).  Mail from any other client is
+domain is Domain, when the client is one of InternalHosts or authenticated
+(SMTP AUTH, and XCLIENT LOGIN, which Postfix passes as {auth_authen}).
+InternalHosts is the host itself: 127.0.0.1 (OpenDKIM's default, what
+Postfix names its unix-socket clients and the tests' loopback clients are)
+and localhost, the only name Sendmail gives a client of its unix-socket
+daemon (sendgate-local, "[UNIX: localhost]"), which has no address.  Mail from any other client is
 neither signed nor, in Mode s, verified.  It signs OpenDKIM's default
 fields and Message-ID and Sender (SignHeaders *,+Message-ID,+Sender: the
 default list, RFC 6376 section 5.4.1, has neither), and signs From: once
@@ -42,10 +44,13 @@ WHERE = {
 }
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(root: str) -> None:
+    """Before stack up makes anything: OpenDKIM installed, its account, and
+    root below no directory others may write (check_directory)."""
     require(shutil.which("opendkim") is not None and shutil.which("opendkim-genkey") is not None,
             "--dkim: OpenDKIM is not installed (Debian: apt-get install opendkim opendkim-tools)")
     common.require_users(USER)
+    check_directory(root)
 
 
 def opendkim_conf(p, domain: str) -> str:
@@ -54,7 +59,7 @@ Mode                    s
 Domain                  {domain}
 Selector                {SELECTOR}
 KeyFile                 {p.dkim_key}
-InternalHosts           127.0.0.1
+InternalHosts           127.0.0.1, localhost
 Canonicalization        relaxed/simple
 OversignHeaders         From
 # OpenDKIM's default list (RFC 6376 section 5.4.1) has neither Message-ID
@@ -83,8 +88,6 @@ def check_directory(root: str) -> None:
 def prepare(p, domain: str, mta_group: str) -> str:
     """Key pair, configuration and socket directory; the milter word the
     MTA's configuration names."""
-    check_prerequisites()
-    check_directory(p.root)
     mkdir(p.dkim_dir, 0o755)
     mkdir(p.dkim_keys, 0o750, owner=USER, group=USER)
     result = subprocess.run(["opendkim-genkey", "-b", "2048", "-D", p.dkim_keys, "-d", domain, "-s", SELECTOR],

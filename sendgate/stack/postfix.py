@@ -259,9 +259,9 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     dkim: a private OpenDKIM after sendgate-milter in smtpd_milters
     (sendgate/stack/opendkim.py)."""
     check_prerequisites()
-    if dkim:
-        opendkim.check_prerequisites()
     p = Paths(os.path.abspath(directory))
+    if dkim:
+        opendkim.check_prerequisites(p.root)
     common.require_not_running(p, "submitd", "milter")
     owner = mail_owner or default_mail_owner()
     mail_uid, mail_gid = _ids(owner)

@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 
-from sendgate.stack import common
+from sendgate.stack import common, opendkim
 from sendgate.stack.common import READY_TIMEOUT, SERVICE_USER, mkdir, require, wait_for, write
 
 SENDMAIL_USER = "smmta"
@@ -84,7 +84,7 @@ class Paths(common.Paths):
         "etc": "sendmail/etc", "mc": "sendmail/etc/sendmail.mc", "cf": "sendmail/etc/sendmail.cf",
         "queue": "sendmail/queue", "local_dir": "sendmail/local", "upstream": "sendmail/local/sendgate",
         "mta_pidfile": "sendmail/sendmail.pid", "dev": "sendmail/dev", "syslog_socket": "sendmail/dev/log",
-        "sendmail_log": "log/sendmail.log",
+        "sendmail_log": "log/sendmail.log", **opendkim.WHERE,
     }
 
 
@@ -136,8 +136,14 @@ def check_prerequisites() -> None:
             "Sendmail needs libwrap.so.0 (Debian: apt-get install libwrap0)")
 
 
-def sendmail_mc(p: Paths, prefix: str, hostname: str, inbound_port: int, daemon_name: str) -> str:
+def sendmail_mc(p: Paths, prefix: str, hostname: str, inbound_port: int, daemon_name: str,
+                signer: str | None = None) -> str:
+    """signer: OpenDKIM's milter socket, its filter after sendgate's (the
+    order of the INPUT_MAIL_FILTER lines is the order they run in)."""
     deliver = f"{sys.executable} -m sendgate.stack.deliver {p.maildir} $u"
+    signer = "" if signer is None else (
+        "dnl After sendgate's milter: the signer must see the fields it adds.\n"
+        f"INPUT_MAIL_FILTER(`opendkim', `S=local:{signer.removeprefix('unix:')}, F=T, T=C:30s;S:1m;R:1m;E:5m')dnl\n")
     return f"""divert(-1)
 # Private Sendmail instance of a sendgate stack; written by sendgate stack up --mta sendmail.
 define(`MAIL_SETTINGS_DIR', `{p.etc}/')
@@ -170,7 +176,7 @@ dnl Port-25-style inbound service on loopback: no AUTH.
 DAEMON_OPTIONS(`Name={INBOUND_DAEMON_NAME}, Family=inet, Addr=127.0.0.1, Port={inbound_port}, M=EA')dnl
 dnl The milter is the policy point; temp-fail when it is away.
 INPUT_MAIL_FILTER(`sendgate', `S=local:{p.milter_socket}, F=T, T=C:30s;S:1m;R:1m;E:5m')dnl
-define(`confMILTER_MACROS_CONNECT', ``j, _, {{daemon_name}}, {{if_name}}, {{if_addr}}'')dnl
+{signer}define(`confMILTER_MACROS_CONNECT', ``j, _, {{daemon_name}}, {{if_name}}, {{if_addr}}'')dnl
 define(`confMILTER_MACROS_ENVFROM', ``i, {{auth_type}}, {{auth_authen}}, {{auth_ssf}}, {{auth_author}}, {{mail_addr}}'')dnl
 MAILER(`local')dnl
 MAILER_DEFINITIONS
@@ -225,13 +231,17 @@ def _start_sendmail(p: Paths, prefix: str, hostname: str, pids: dict[str, int],
 
 
 def up(directory: str, domain: str = "example.org", mail_owner: str | None = None,
-       settings: dict | None = None) -> dict[str, str]:
-    """Build and start the stack; return the key=value facts `stack up` prints."""
+       settings: dict | None = None, dkim: bool = False) -> dict[str, str]:
+    """Build and start the stack; return the key=value facts `stack up` prints.
+    dkim: a private OpenDKIM, its INPUT_MAIL_FILTER after sendgate's
+    (sendgate/stack/opendkim.py)."""
     require(mail_owner is None, "--mail-owner: the Sendmail stack delivers as Sendmail's own "
             f"account {SENDMAIL_USER!r}; its messages are readable by everyone")
     check_prerequisites()
-    prefix = ensure_prefix()
     p = Paths(os.path.abspath(directory))
+    if dkim:
+        opendkim.check_prerequisites(p.root)
+    prefix = ensure_prefix()
     common.require_not_running(p, "submitd", "milter", "sendmail", "syslog")
     hostname = f"mail.{domain}"
     mkdir(p.root, 0o755)
@@ -257,7 +267,8 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "milter_loopback_clients": "relay",
     }, settings)
     inbound = common.inbound_port(p)
-    write(p.mc, sendmail_mc(p, prefix, hostname, inbound, cfg.milter_local_daemon_name))
+    signer = opendkim.prepare(p, domain, SENDMAIL_USER) if dkim else None
+    write(p.mc, sendmail_mc(p, prefix, hostname, inbound, cfg.milter_local_daemon_name, signer))
     write(os.path.join(p.etc, "service.switch"), "hosts\tfiles\naliases\tfiles\n")
     write(os.path.join(p.etc, "local-host-names"), f"{hostname}\n")
     _build_cf(p, prefix)
@@ -265,6 +276,8 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     pids: dict[str, int] = {}
     logs = {"sendmail": p.sendmail_log}
     common.start_milter(p, pids, logs)
+    if dkim:
+        opendkim.start(p, pids, logs)
     if os.path.lexists(p.upstream):
         os.unlink(p.upstream)  # Sendmail will not replace a socket smmta cannot write
     patience = _start_sendmail(p, prefix, hostname, pids, logs)
@@ -277,7 +290,7 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
         "socket": p.socket, "maildir": p.maildir, "config": p.config,
         "sendmail_config": p.cf, "log": p.sendmail_log, "inbound": f"127.0.0.1:{inbound}",
         "submitd_log": p.submitd_log, "milter_log": p.milter_log, "domain": domain,
-        "mta": "sendmail", "upstream": p.upstream,
+        "mta": "sendmail", "upstream": p.upstream, **(opendkim.facts(p) if dkim else {}),
     }
 
 
