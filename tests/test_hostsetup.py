@@ -8,6 +8,7 @@ import os
 import pathlib
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -109,7 +110,8 @@ def test_setup_check_and_undo(host):
     config = host / "etc/sendgate/sendgate.yaml"
     assert "myorigin: example.org" in config.read_text()
     # Point the new configuration at the scratch tree and check both sides.
-    config.write_text(config.read_text().replace("/var/spool/postfix", f"{host}/var/spool/postfix")
+    written = config.read_text()
+    config.write_text(written.replace("/var/spool/postfix", f"{host}/var/spool/postfix")
                       + f"postfix_config_directory: {host}/etc/postfix\n")
     check = subprocess.run([program("sendgate"), "check-config", str(config)], capture_output=True, text=True)
     assert (check.returncode, check.stderr) == (0, "")
@@ -118,8 +120,16 @@ def test_setup_check_and_undo(host):
     assert (f"postfix: service smtp/inet (chrooted) reaches the milter at {host}/var/spool/postfix/sendgate/"
             "milter.sock") in status.stdout.splitlines()
 
+    # The service's socket, as Postfix's master made it: a reload would
+    # leave the file behind, so the undo removes it.
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(host / "var/spool/postfix/public/sendgate"))
+    listener.close()
+    config.write_text(written)  # the undo reads the paths as the host sees them
     undone = setup(host, "--undo")
     assert undone.returncode == 0, undone.stderr
+    assert f"removed {host}/var/spool/postfix/public/sendgate" in undone.stdout.splitlines()
+    assert os.listdir(host / "var/spool/postfix/public") == []
     assert (postconf(host, "-n"), postconf(host, "-M")) == (before_main, before_master)
     assert not (host / "etc/systemd/system/sendgate-submitd.service").exists()
     assert not (host / "etc/tmpfiles.d/sendgate.conf").exists()

@@ -254,6 +254,12 @@ def undo(root: str) -> list[str]:
     if _postconf(root, "-M", service.key).strip():
         _postconf(root, "-MX", service.key)
         done.append(f"postfix: removed the {service.name} service")
+    # Postfix's master closes the service's socket at the next reload but
+    # leaves the file in public/; nothing may connect to it any more.
+    socket_path = _at(root, cfg.submit_upstream.removeprefix("unix:"))
+    if os.path.exists(socket_path) and stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+        os.unlink(socket_path)
+        done.append(f"removed {socket_path}")
     added = _at(root, SUBMISSION_ADDED)
     if os.path.exists(added):
         with open(added, encoding="utf-8") as fp:
