@@ -212,6 +212,25 @@ def test_with_the_submit_daemon_stopped_mail_is_saved_then_sent(host):
     assert host.sh("find /var/spool/sendgate/deferred -type f -user alice").stdout == ""
 
 
+def test_postfix_s_debconf_answers_are_untouched(host):
+    answers = host.sh("debconf-show postfix").stdout
+    assert "* postfix/main_mailer_type: Internet Site" in answers.splitlines()
+
+
+def test_bootstrap_again_changes_nothing(host):
+    before = host.sh(SNAPSHOT).stdout
+    host.sh("cd /root/sendgate && scripts/bootstrap")
+    assert host.sh(SNAPSHOT).stdout == before
+
+
+@pytest.mark.parametrize("command, output", [
+    pytest.param("/usr/bin/mailq.sendgate-orig", "Mail queue is empty\n", id="mailq"),
+    pytest.param("/usr/bin/newaliases.sendgate-orig && echo done", "done\n", id="newaliases"),
+])
+def test_the_kept_originals_work(host, command, output):
+    assert host.sh(command).stdout == output
+
+
 @pytest.mark.parametrize("unit", ["sendgate-submitd.service", "sendgate-milter.service"])
 def test_systemd_analyze_security(host, unit, record_property):
     report = host.sh(f"systemd-analyze security --no-pager {unit}").stdout
