@@ -187,17 +187,21 @@ class Host:
            timeout: float = 300) -> subprocess.CompletedProcess:
         """Run command with /bin/sh inside the container, as user (root, or
         an ordinary user through setpriv, in their home)."""
+        text = not isinstance(input, bytes)
+        done = subprocess.run(self.argv(command, user), input=input, capture_output=True, text=text,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{command!r} as {user} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+        return done
+
+    def argv(self, command: str, user: str = "root") -> list[str]:
+        """The command line that runs command inside, as user."""
         self._alive()
         prefix = ["nsenter", "-t", str(self.pid1), "-a", "--", "/usr/bin/env", "-i", *CLEAN_ENV]
         if user != "root":
             prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--reset-env"]
             command = f"cd && {command}"
-        text = not isinstance(input, bytes)
-        done = subprocess.run([*prefix, "/bin/sh", "-c", command], input=input, capture_output=True, text=text,
-                              timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"{command!r} as {user} exited {done.returncode}:\n{done.stdout}{done.stderr}")
-        return done
+        return [*prefix, "/bin/sh", "-c", command]
 
     def path(self, inside: str) -> pathlib.Path:
         return self.root / inside.lstrip("/")

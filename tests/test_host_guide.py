@@ -15,6 +15,7 @@ import email.policy
 import os
 import re
 import shutil
+import subprocess
 import textwrap
 import time
 
@@ -190,6 +191,38 @@ def groups(host, unit: str) -> list[str]:
     pid = host.sh(f"systemctl show --property=MainPID --value {unit}").stdout.strip()
     line = [x for x in host.sh(f"cat /proc/{pid}/status").stdout.splitlines() if x.startswith("Groups:")][0]
     return sorted(host.sh(f"getent group {gid} | cut -d: -f1").stdout.strip() for gid in line.split()[1:])
+
+
+# One user holding sessions on the submit socket: some idle (not a command
+# sent), some parked in DATA with part of a message.
+HOLD = """
+import socket, sys, time
+held = []
+for n in range(100):
+    s = socket.socket(socket.AF_UNIX); s.connect("/run/sendgate/submit.sock"); held.append(s)
+for n in range(100):
+    s = socket.socket(socket.AF_UNIX); s.connect("/run/sendgate/submit.sock"); held.append(s)
+    s.sendall(b"EHLO x\\r\\nMAIL FROM:<alice@%s>\\r\\nRCPT TO:<bob>\\r\\nDATA\\r\\nSubject: parked\\r\\n\\r\\n"
+              % sys.argv[1].encode() + b"x" * 60000 + b"\\r\\n")
+time.sleep(1)
+print("held", len(held), flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_one_user_s_held_sessions_do_not_stop_another(host):
+    holder = subprocess.Popen(host.argv(f"python3 -c '{HOLD}' {DOMAIN}", user="alice"), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held 200\n", holder.stderr.read() if holder.poll() is not None else ""
+        done = host.sh("timeout 20 /usr/sbin/sendmail alice", user="bob", input="Subject: past the crowd\n\nx\n",
+                       check=False)
+        assert (done.returncode, done.stderr) == (0, "")
+        arrived(host, "alice", "past the crowd")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    never_arrives(host, "bob", "parked")
 
 
 def test_the_milter_holds_no_group_of_postfix_s_and_the_submit_daemon_only_postdrop(host):
