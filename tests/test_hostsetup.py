@@ -224,7 +224,7 @@ def test_setup_takes_names_from_the_configuration(host):
     assert result.returncode == 0, result.stderr
     assert "postfix: added the submitgate service and the milter (run `postfix reload`)" in result.stdout.splitlines()
     assert postconf(host, "-h", "smtpd_milters").split() == ["unix:/run/milters/sendgate.sock", "inet:127.0.0.1:8891"]
-    assert postconf(host, "-M", "submitgate/unix").split() == ["submitgate", "unix", "n", "-", "n", "-", "-", "smtpd",
+    assert postconf(host, "-M", "submitgate/unix").split() == ["submitgate", "unix", "n", "-", "n", "-", "50", "smtpd",
         "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=local-submit",
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/submitgate"]
     assert postconf(host, "-M", "sendgate/unix") == ""

@@ -522,6 +522,8 @@ class SubmitSMTP(SMTP):
                 size += len(line)
                 if problem is None and size > self.data_size_limit:
                     problem = replies.R552_TOO_BIG
+                elif problem is None and len(line) > self.line_length_limit:  # its CRLF beyond the limit
+                    problem = replies.R500_LINE_TOO_LONG
                 if problem is not None:
                     data, held = bytearray(), self._free(held)
                     continue
