@@ -170,7 +170,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("submit_upstream_cache_time_limit", _positive_int, 5, "Seconds an unused MTA session is kept; keep it below the MTA's idle timeout (Postfix: smtpd_timeout, 10s under stress).", "seconds", ("submitd",)),
     Key("submit_upstream_reuse_count_limit", _positive_int, 100, "Most messages one MTA session carries before it is closed.", "count", ("submitd",)),
     Key("submit_upstream_reuse_time_limit", _positive_int, 300, "Seconds after which an MTA session is no longer reused.", "seconds", ("submitd",)),
-    Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands.", "seconds", ("submitd",)),
+    Key("submit_timeout", _positive_int, 300, "Seconds a client may stay idle between commands inside a transaction (MAIL to the end of data).", "seconds", ("submitd",)),
+    Key("submit_idle_timeout", _positive_int, 20, "Seconds a client may stay idle before its first MAIL and between transactions (it holds no MTA session then); then 421 4.4.2. Never longer than submit_timeout.", "seconds", ("submitd",)),
     Key("submit_message_size_limit", _positive_int, 10240000, "Largest message accepted, in bytes; SIZE advertises the smaller of this and the MTA's.", "bytes", ("submitd",)),
     Key("submit_recipient_limit", _positive_int, 1000, "Most recipients in one message, from RCPT and from the header together.", "count", ("submitd",)),
     Key("submit_allow_users", _str_list, (), "Logins that may submit; empty (with submit_allow_groups empty) means every user.", "list of logins", ("submitd",)),
@@ -179,6 +180,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("submit_deny_groups", _str_list, (), "Groups whose members may never submit.", "list of groups", ("submitd",)),
     Key("submit_sessions_per_uid", _positive_int, 100, "Most sessions one uid may have open at once.", "count", ("submitd",)),
     Key("submit_session_limit", _positive_int, 500, "Most sessions open at once, all users together.", "count", ("submitd",)),
+    Key("submit_transactions_per_uid", _positive_int, 10, "Most transactions (MAIL to the end of data) one uid may have in progress at once; each holds an MTA session. One more is refused at MAIL with 451 4.3.2.", "count", ("submitd",)),
+    Key("submit_upstream_session_limit", _positive_int, 50, "Most MTA sessions sendgate-submitd holds at once, in transactions and kept (submit_upstream_cache_size) together; a MAIL beyond it gets 451 4.3.2. setup-postfix makes it the sendgate service's process limit (master.cf maxproc); keep it below Postfix's default_process_limit.", "count", ("submitd", "admin")),
+    Key("submit_data_buffer_per_uid", _positive_int, 20480000, "Most bytes of unfinished message data one uid's sessions hold in memory together; a session beyond it gets 452 4.3.1 at its end of data. Keep it at least submit_message_size_limit.", "bytes", ("submitd",)),
+    Key("submit_data_buffer_limit", _positive_int, 102400000, "Most bytes of unfinished message data held in memory, all users together; beyond it: 452 4.3.1.", "bytes", ("submitd",)),
     Key("submit_message_rate_limit", _count, 0, "Most messages one uid may submit per submit_rate_window; 0 means no limit.", "count", ("submitd",)),
     Key("submit_rate_window", _positive_int, 60, "The window of submit_message_rate_limit.", "seconds", ("submitd",)),
     Key("submit_command_length_limit", _positive_int, 2048, "Longest SMTP command line accepted, in bytes.", "bytes", ("submitd",)),
@@ -257,7 +262,10 @@ class Config:
             allow_users=frozenset(self.submit_allow_users), deny_users=frozenset(self.submit_deny_users),
             allow_groups=frozenset(self.submit_allow_groups), deny_groups=frozenset(self.submit_deny_groups),
             sessions_per_uid=self.submit_sessions_per_uid, session_limit=self.submit_session_limit,
-            message_rate_limit=self.submit_message_rate_limit, rate_window=self.submit_rate_window)
+            message_rate_limit=self.submit_message_rate_limit, rate_window=self.submit_rate_window,
+            transactions_per_uid=self.submit_transactions_per_uid,
+            upstream_session_limit=self.submit_upstream_session_limit,
+            data_per_uid=self.submit_data_buffer_per_uid, data_limit=self.submit_data_buffer_limit)
 
     def fixup_settings(self):
         from sendgate.policy.fixups import FixupSettings

@@ -32,19 +32,26 @@ import subprocess
 from dataclasses import dataclass
 
 # The master.cf columns after the service name and type: private, unpriv,
-# chroot, wakeup, maxproc.  Every sendgate service is unchrooted, so that
-# socket paths (the milter's) mean the same to smtpd as to the daemons.
-_COLUMNS = ("n", "-", "n", "-", "-")
+# chroot, wakeup (maxproc is the Service's).  Every sendgate service is
+# unchrooted, so that socket paths (the milter's) mean the same to smtpd as
+# to the daemons.
+_COLUMNS = ("n", "-", "n", "-")
 
 
 @dataclass(frozen=True)
 class Service:
-    """One master.cf service: `name type n - n - - command` and its -o lines."""
+    """One master.cf service: `name type n - n - MAXPROC command` and its
+    -o lines; maxproc "-" is Postfix's default_process_limit."""
 
     name: str
     type: str
     parameters: tuple[tuple[str, str], ...]
     command: str = "smtpd"
+    maxproc: str = "-"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*_COLUMNS, self.maxproc)
 
     @property
     def key(self) -> str:
@@ -53,11 +60,11 @@ class Service:
 
     def entry(self) -> str:
         """The service line without -o, as postconf -M takes it."""
-        return " ".join((self.name, self.type, *_COLUMNS, self.command))
+        return " ".join((self.name, self.type, *self.columns, self.command))
 
     def master_cf(self) -> str:
         """The entry as master.cf lines: the columns aligned, one -o per line."""
-        head = f"{self.name:<9} {self.type:<5} " + "".join(f"{c:<8}" for c in _COLUMNS) + self.command
+        head = f"{self.name:<9} {self.type:<5} " + "".join(f"{c:<8}" for c in self.columns) + self.command
         return head + "\n" + "".join(f"  -o {k}={v}\n" for k, v in self.parameters)
 
     def postconf_parameters(self) -> list[str]:
@@ -71,11 +78,13 @@ def service_name(submit_upstream: str) -> str:
     return os.path.basename(submit_upstream.removeprefix("unix:"))
 
 
-def sendgate_service(name: str, daemon_name: str, milters: str | None = None) -> Service:
+def sendgate_service(name: str, daemon_name: str, milters: str | None = None, maxproc: int | None = None) -> Service:
     """The submit daemon's XCLIENT service.  daemon_name is the milter's
     milter_local_daemon_name, the only service whose XCLIENT logins the
     milter counts; milters, when given, replaces main.cf's smtpd_milters for
-    this service alone (the bench's services without sendgate-milter)."""
+    this service alone (the bench's services without sendgate-milter);
+    maxproc, when given, is its process limit: submit_upstream_session_limit,
+    the most MTA sessions the submit daemon holds."""
     parameters = [
         ("smtpd_authorized_xclient_hosts", "127.0.0.1"),
         ("milter_macro_daemon_name", daemon_name),
@@ -85,7 +94,7 @@ def sendgate_service(name: str, daemon_name: str, milters: str | None = None) ->
     if milters is not None:
         parameters.append(("smtpd_milters", milters))
     parameters.append(("syslog_name", f"postfix/{name}"))
-    return Service(name, "unix", tuple(parameters))
+    return Service(name, "unix", tuple(parameters), maxproc="-" if maxproc is None else str(maxproc))
 
 
 def submission_service(name: str, daemon_name: str = "sendgate-submission") -> Service:
@@ -192,6 +201,17 @@ def milter_path_seen(word: str, queue_directory: str, chrooted: bool) -> str:
     if not path.startswith("/") or chrooted:
         return os.path.join(queue_directory, path.lstrip("/"))
     return path
+
+
+def process_limit(master: str, key: str, default_limit: str) -> int | None:
+    """The maxproc of service key (NAME/TYPE) in `postconf -M` output, "-"
+    read as default_process_limit; 0 is no limit; None: no such service."""
+    for line in master.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and f"{fields[0]}/{fields[1]}" == key:
+            value = default_limit if fields[6] == "-" else fields[6]
+            return int(value) if value.strip().isdigit() else None
+    return None
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,11 @@ R451_NO_IDENTITY = Reply.own(451, "4.3.5", "Error: no sendgate login on the loca
 R451_MESSAGE_RATE = Reply.own(451, "4.7.1", "Error: too many messages from user {login}: at most {limit} per {window} seconds, try again later")
 R451_RECIPIENT_RATE = Reply.own(451, "4.7.1", "Error: too many recipients from user {login}: at most {limit} per {window} seconds, try again later")
 R451_LOOPBACK_UNIDENTIFIED = Reply.own(451, "4.7.1", "Error: loopback client not identified: its socket owner was not found, try again later")
+R451_TOO_MANY_TRANSACTIONS_UID = Reply.own(451, "4.3.2", "Error: too many transactions in progress for uid {uid}, try again later")
+R451_TOO_MANY_TRANSACTIONS = Reply.own(451, "4.3.2", "Error: too many transactions in progress, try again later")
 R451_POLICY_ERROR = Reply.own(451, "4.3.0", "Error: the mail policy could not be applied, try again later")
+R452_DATA_BUDGET_UID = Reply.own(452, "4.3.1", "Error: insufficient system storage: too much unfinished message data for uid {uid}, try again later")
+R452_DATA_BUDGET = Reply.own(452, "4.3.1", "Error: insufficient system storage: too much unfinished message data, try again later")
 R452_TOO_MANY_RECIPIENTS = Reply.own(452, "4.5.3", "Error: too many recipients")
 
 R500_SYNTAX = Reply.own(500, "5.5.2", "Error: bad syntax")

@@ -100,7 +100,7 @@ def test_setup_check_and_undo(host):
     st = os.stat(host / "var/spool/postfix/sendgate")
     assert (oct(st.st_mode), pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == (
         oct(0o42750), "sendgate", "postfix")
-    assert postconf(host, "-M", "sendgate/unix").split() == ["sendgate", "unix", "n", "-", "n", "-", "-", "smtpd",
+    assert postconf(host, "-M", "sendgate/unix").split() == ["sendgate", "unix", "n", "-", "n", "-", "50", "smtpd",
         "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=sendgate-local",
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/sendgate"]
     unit = (host / "etc/systemd/system/sendgate-submitd.service").read_text()
@@ -234,7 +234,7 @@ def test_setup_takes_names_from_the_configuration(host):
     assert result.returncode == 0, result.stderr
     assert "postfix: added the submitgate service and the milter (run `postfix reload`)" in result.stdout.splitlines()
     assert postconf(host, "-h", "smtpd_milters").split() == ["unix:/run/milters/sendgate.sock", "inet:127.0.0.1:8891"]
-    assert postconf(host, "-M", "submitgate/unix").split() == ["submitgate", "unix", "n", "-", "n", "-", "-", "smtpd",
+    assert postconf(host, "-M", "submitgate/unix").split() == ["submitgate", "unix", "n", "-", "n", "-", "50", "smtpd",
         "-o", "smtpd_authorized_xclient_hosts=127.0.0.1", "-o", "milter_macro_daemon_name=local-submit",
         "-o", "local_header_rewrite_clients=", "-o", "syslog_name=postfix/submitgate"]
     assert postconf(host, "-M", "sendgate/unix") == ""

@@ -34,7 +34,8 @@ def entries(master_cf: str) -> dict[str, str]:
 
 def test_shipped_master_cf_holds_the_modules_entries():
     shipped = entries((CHECKOUT / "config/postfix/master.cf").read_text())
-    want = [sendgate_service(service_name(DEFAULTS["submit_upstream"]), DEFAULTS["milter_local_daemon_name"]),
+    want = [sendgate_service(service_name(DEFAULTS["submit_upstream"]), DEFAULTS["milter_local_daemon_name"],
+                             maxproc=DEFAULTS["submit_upstream_session_limit"]),
             submission_service("submission")]
     assert shipped == {service.key: service.master_cf() for service in want}, \
         "config/postfix/master.cf differs from sendgate/postfix.py"

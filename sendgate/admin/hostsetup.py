@@ -16,7 +16,9 @@ tests:
 3. Postfix, as that sendgate.yaml names things: the submit daemon's
    smtpd service in master.cf (named after submit_upstream, in public/,
    XCLIENT allowed there alone, milter_local_daemon_name as the milter's
-   daemon name; the entry comes from sendgate/postfix.py) and, in main.cf,
+   daemon name, submit_upstream_session_limit as its process limit, so
+   that the daemon's share is all the service has; the entry comes from
+   sendgate/postfix.py) and, in main.cf,
    milter_socket in smtpd_milters (relative to queue_directory when it is
    below it, so that Debian's chrooted smtpd finds it), before the first
    signing milter listed there (signing_milters: OpenDKIM, dkimpy-milter,
@@ -83,7 +85,8 @@ def _postconf(root: str, *args: str) -> str:
 
 
 def _service(cfg: config.Config) -> Service:
-    return sendgate_service(service_name(cfg.submit_upstream), cfg.milter_local_daemon_name)
+    return sendgate_service(service_name(cfg.submit_upstream), cfg.milter_local_daemon_name,
+                            maxproc=cfg.submit_upstream_session_limit)
 
 
 def _example(name: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sendgate.daemon import socket_directory_problem
 from sendgate.postfix import (PostconfError, greeting, milter_entry, milter_path_seen, milter_words, postconf,
-                              service_name, signer_before, smtpd_services)
+                              process_limit, service_name, signer_before, smtpd_services)
 
 
 @dataclass(frozen=True)
@@ -213,14 +213,26 @@ def submit_users(value: str) -> list[Finding]:
                     "(set authorized_submit_users = root)", True)]
 
 
+def service_processes(cfg, name: str, limit: int | None) -> list[Finding]:
+    """The sendgate service's process limit against the daemon's share:
+    fewer processes than submit_upstream_session_limit and the daemon's
+    sessions beyond them wait for Postfix (docs/threat-model.md)."""
+    want = cfg.submit_upstream_session_limit
+    if limit is None or limit == 0 or limit >= want:
+        return []
+    return [Finding(f"postfix: service {name}/unix runs at most {limit} processes (maxproc), fewer than "
+                    f"submit_upstream_session_limit = {want}: the submit daemon's MTA sessions beyond them wait "
+                    f"(set its maxproc to {want}; setup-postfix does)", True)]
+
+
 def postfix(cfg) -> list[Finding]:
     """Postfix as configured: the milter attached and failing closed, the
     submit daemon's service in public/ with XCLIENT, XCLIENT nowhere else."""
     directory = cfg.postfix_config_directory
     try:
-        milters, action, xclient, queue, submitters = postconf(
+        milters, action, xclient, queue, submitters, processes = postconf(
             directory, "-h", "smtpd_milters", "milter_default_action", "smtpd_authorized_xclient_hosts",
-            "queue_directory", "authorized_submit_users").splitlines()
+            "queue_directory", "authorized_submit_users", "default_process_limit").splitlines()
         services = postconf(directory, "-P")
         master = postconf(directory, "-M")
     except PostconfError as err:
@@ -254,6 +266,7 @@ def postfix(cfg) -> list[Finding]:
                            "the submit daemon cannot pass the login", True))
     for line in others:
         out.append(Finding(f"postfix: {line}: anyone who reaches that service can claim any login", True))
+    out.extend(service_processes(cfg, name, process_limit(master, f"{name}/unix", processes)))
     public = os.path.join(queue, "public")
     if os.path.dirname(upstream) != public:
         out.append(Finding(f"postfix: submit_upstream {upstream} is not in {public}/", True))

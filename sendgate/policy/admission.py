@@ -6,6 +6,12 @@ messages) and applies the reply.
 Order of checks at connect: the deny lists, then the allow lists (empty
 means everyone), then the session limits.  A user denied by name or group
 is refused even if an allow list names them.
+
+What one uid may hold (docs/threat-model.md, "Denial of service"): an MTA
+session only inside a transaction (MAIL to the end of data), at most
+transactions_per_uid of them and upstream_session_limit in all (the MTA's
+process limit for the service); unfinished message data in memory up to
+data_per_uid bytes, data_limit in all.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class AdmissionRules:
     session_limit: int = 500
     message_rate_limit: int = 0      # messages per window per uid; 0: no limit
     rate_window: int = 60            # seconds
+    transactions_per_uid: int = 10   # transactions in progress, each holding an MTA session
+    upstream_session_limit: int = 50  # MTA sessions of the daemon, in transactions and kept
+    data_per_uid: int = 20480000     # bytes of unfinished message data held in memory
+    data_limit: int = 102400000
 
 
 def may_submit(peer: Peer, rules: AdmissionRules) -> tuple[Reply, str] | None:
@@ -58,6 +68,26 @@ def session_refusal(peer: Peer, rules: AdmissionRules, of_uid: int, total: int,
         return replies.R421_TOO_MANY_SESSIONS.format(host=host), "submit_session_limit"
     if of_uid >= rules.sessions_per_uid:
         return replies.R421_TOO_MANY_SESSIONS_UID.format(host=host, uid=str(peer.uid)), "submit_sessions_per_uid"
+    return None
+
+
+def transaction_refusal(peer: Peer, rules: AdmissionRules, of_uid: int, total: int) -> tuple[Reply, str] | None:
+    """At MAIL, given the transactions in progress (of this uid, in all),
+    may one more start?  Each holds an MTA session, a process of the MTA."""
+    if of_uid >= rules.transactions_per_uid:
+        return replies.R451_TOO_MANY_TRANSACTIONS_UID.format(uid=str(peer.uid)), "submit_transactions_per_uid"
+    if total >= rules.upstream_session_limit:
+        return replies.R451_TOO_MANY_TRANSACTIONS, "submit_upstream_session_limit"
+    return None
+
+
+def data_refusal(peer: Peer, rules: AdmissionRules, of_uid: int, total: int) -> tuple[Reply, str] | None:
+    """During DATA: the bytes of unfinished message data held in memory (of
+    this uid, in all), the session's next piece included; within budget?"""
+    if of_uid > rules.data_per_uid:
+        return replies.R452_DATA_BUDGET_UID.format(uid=str(peer.uid)), "submit_data_buffer_per_uid"
+    if total > rules.data_limit:
+        return replies.R452_DATA_BUDGET, "submit_data_buffer_limit"
     return None
 
 

@@ -291,7 +291,8 @@ def up(directory: str, domain: str = "example.org", mail_owner: str | None = Non
     milters = cfg.milter_socket + (" " + opendkim.prepare(p, domain, POSTFIX_USER) if dkim else "")
     write(os.path.join(p.postfix_config, "main.cf"),
           main_cf(p, domain, hostname, mail_uid, mail_gid, milters) + submission_main_cf(p))
-    service = sendgate_service(os.path.basename(p.upstream), cfg.milter_local_daemon_name)
+    service = sendgate_service(os.path.basename(p.upstream), cfg.milter_local_daemon_name,
+                               maxproc=cfg.submit_upstream_session_limit)
     write(os.path.join(p.postfix_config, "master.cf"), master_cf(service, inbound) + submission_master_cf(submission))
 
     pids: dict[str, int] = {}

@@ -1,7 +1,10 @@
 """Forwarding one client session to the MTA (Forwarder), on top of Upstream.
 
-The MTA session is had from the pool before our greeting, so a client of a
-dead MTA gets 421 at once.  MAIL, RCPT and RSET go on as they come and the
+An MTA session is had from the pool (pool.py) at MAIL, or for an RCPTHDR
+transaction at its end of data, and given back when the transaction ends:
+a client holds none before MAIL or between transactions.  The greeting
+waits only for the MTA's capabilities (UpstreamPool.ready), so a client of
+a dead MTA gets 421 at once.  MAIL, RCPT and RSET go on as they come and the
 MTA's own replies come back, so the client's 250 for a message is the
 MTA's "queued as".  A transaction opened with MAIL FROM:<..> RCPTHDR is held
 until the end of data; its recipients are then taken from the header
@@ -27,9 +30,10 @@ from sendgate.policy.message import delete_fields
 from sendgate.policy.refusals import replayed_recipient_refusal
 from sendgate.policy.transaction import Mail, Recipient, check_message, replay_mail
 from sendgate.replies import Reply
+from sendgate.submit_socket.pool import CacheLimits
 from sendgate.submit_socket.registry import Registry
 from sendgate.submit_socket.settings import SubmitSettings
-from sendgate.submit_socket.upstream import Upstream, UpstreamError
+from sendgate.submit_socket.upstream import Capabilities, Upstream, UpstreamError
 
 log = logging.getLogger("sendgate/submit")
 
@@ -70,27 +74,46 @@ class Forwarder:
     def __init__(self, settings: SubmitSettings, registry: Registry, login: str, who: str) -> None:
         self.settings, self.registry, self.login, self.who = settings, registry, login, who
         self.upstream: Upstream | None = None
+        self.capabilities = Capabilities()   # the MTA's, as ready() found them (for EHLO)
 
-    async def open(self) -> None:
-        """An MTA session for the client, kept or new.  Raises
-        UpstreamRefused (the MTA refused the session) or UpstreamError."""
-        self.upstream, how = await self.registry.upstreams.acquire(self.settings.route, self.login)
-        self.registry.metrics.upstream_session(how)
+    @property
+    def _limit(self) -> int:
+        return self.settings.admission.upstream_session_limit
 
-    def release(self, idle: bool) -> None:
-        """The client is gone: its MTA session goes back to the pool when no
-        transaction is open (idle; the pool checks the rest), else it ends."""
+    async def ready(self) -> None:
+        """Before the greeting: the MTA's capabilities known (for EHLO), a
+        session had only when they are not.  Raises as open()."""
+        how = await self.registry.upstreams.ready(self.settings.route, self.login, self.settings.cache, self._limit)
+        if how is not None:
+            self.registry.metrics.upstream_session(how)
+        self.capabilities = self.registry.upstreams.capabilities or self.capabilities
+
+    async def open(self) -> Upstream:
+        """The transaction's MTA session, kept or new (once per transaction).
+        Raises UpstreamRefused (the MTA refused the session) or UpstreamError."""
+        if self.upstream is None:
+            self.upstream, how = await self.registry.upstreams.acquire(self.settings.route, self.login, self._limit)
+            self.registry.metrics.upstream_session(how)
+        return self.upstream
+
+    def release(self, clean: bool) -> None:
+        """The transaction ended (or the client went): its MTA session goes
+        back to the pool when no MTA transaction is open (clean; the pool
+        checks the rest), else it ends."""
         up, self.upstream = self.upstream, None
         if up is None:
             return
-        if idle and not self.registry.closing:
-            self.registry.upstreams.release(up, self.settings.cache)
+        pool = self.registry.upstreams
+        if clean and not self.registry.closing:
+            pool.release(up, self.settings.cache, self._limit)
         else:
-            up.quit()
+            pool.release(up, CacheLimits(size=0))
 
     def close(self) -> None:
         """The MTA session broke: end it, it goes back to no pool."""
-        self.upstream.close()
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            self.registry.upstreams.drop(up)
 
     async def mail(self, mail: Mail) -> Reply:
         """MAIL to the MTA.  The first command on a kept MTA session is where
@@ -99,7 +122,7 @@ class Forwarder:
         milter): then MAIL goes once more, on a new session, before the
         client hears anything."""
         line = mail_command(mail)
-        up = self.upstream
+        up = await self.open()
         if not up.untried:
             return await up.command(line)
         up.untried = False
@@ -111,8 +134,8 @@ class Forwarder:
         except UpstreamError as err:
             why = str(err)
         log.info("%s: kept MTA session failed (%s); trying a new one", self.who, why)
-        up.close()
-        self.upstream = await self.registry.upstreams.open(self.settings.route, self.login)
+        self.close()
+        self.upstream = await self.registry.upstreams.open(self.settings.route, self.login, self._limit)
         self.registry.metrics.upstream_session("new")
         return await self.upstream.command(line)
 
@@ -149,7 +172,8 @@ class Forwarder:
         RCPT per recipient for an RCPTHDR transaction; a refused recipient
         fails the whole message
         (sendgate.policy.refusals.replayed_recipient_refusal)."""
-        reply = await self.mail(replay_mail(txn.mail, recipients, self.upstream.capabilities.smtputf8))
+        up = await self.open()
+        reply = await self.mail(replay_mail(txn.mail, recipients, up.capabilities.smtputf8))
         if not reply.positive:
             return reply
         up = self.upstream

@@ -7,19 +7,33 @@ SYNOPSIS
 DESCRIPTION
     Listens on submit_socket for SMTP from local programs (normally the
     sendgate-sendmail command).  For each connection it learns the client's
-    uid from the kernel (SO_PEERCRED), gives it one session with the MTA's
-    dedicated service submit_upstream, passes the uid's login with XCLIENT
-    LOGIN= (Postfix) or in an X-Sendgate-Login: field on top of each message
-    (Sendmail; submit_upstream_protocol: header), and relays MAIL, RCPT and
-    DATA with the MTA's own replies.  The
+    uid from the kernel (SO_PEERCRED), gives each of its transactions (MAIL
+    to the end of data) a session with the MTA's dedicated service
+    submit_upstream, passes the uid's login with XCLIENT LOGIN= (Postfix) or
+    in an X-Sendgate-Login: field on top of each message (Sendmail;
+    submit_upstream_protocol: header), and relays MAIL, RCPT and DATA with
+    the MTA's own replies.  The
     RCPTHDR extension (MAIL FROM:<..> RCPTHDR) takes the recipients from the
     message header, as sendmail -t does.  There is no queue of its own: a
     client hears 250 for its message only after the MTA said 250.
 
-    MTA sessions are kept for the next client, as Postfix's SMTP client
+    A client holds an MTA session only inside a transaction: the greeting
+    and EHLO come from the MTA's capabilities, learned from its EHLO and
+    remembered (a session is opened before the greeting only when none is
+    open or was had in the last minute, so a dead MTA is still a 421 at
+    once).  One uid may have submit_transactions_per_uid transactions in
+    progress, and the daemon holds at most submit_upstream_session_limit MTA
+    sessions (in use and kept; setup-postfix gives the MTA's service that
+    many processes); a MAIL beyond either gets 451 4.3.2.  Unfinished
+    message data is held within submit_data_buffer_per_uid bytes per uid
+    and submit_data_buffer_limit in all; a session beyond it gets 452 4.3.1
+    at its end of data.  A client silent for submit_idle_timeout seconds
+    outside a transaction gets 421 4.4.2 (submit_timeout inside one).
+
+    MTA sessions are kept for the next transaction, as Postfix's SMTP client
     keeps its connections (submit_upstream_cache_size, default 16): when a
-    client has gone with every command answered, no reply of 400 or more and
-    no transaction open, its MTA session waits up to
+    transaction has ended with every command answered, no reply of 400 or
+    more and no MTA transaction open, its MTA session waits up to
     submit_upstream_cache_time_limit seconds.  The next client of the same
     login takes it as it is; another login's takes it after a new XCLIENT
     LOGIN=, which restarts the MTA's session.  A session carries at most
@@ -60,10 +74,12 @@ CONFIGURATION
     submit_upstream, submit_upstream_protocol, submit_upstream_timeout,
     submit_upstream_cache_size, submit_upstream_cache_time_limit,
     submit_upstream_reuse_count_limit, submit_upstream_reuse_time_limit, submit_timeout,
-    submit_session_timeout, submit_shutdown_timeout, submit_message_size_limit,
+    submit_idle_timeout, submit_session_timeout, submit_shutdown_timeout, submit_message_size_limit,
     submit_recipient_limit, submit_command_length_limit, submit_allow_users,
     submit_allow_groups, submit_deny_users, submit_deny_groups,
-    submit_sessions_per_uid, submit_session_limit, submit_message_rate_limit,
+    submit_sessions_per_uid, submit_session_limit, submit_transactions_per_uid,
+    submit_upstream_session_limit, submit_data_buffer_per_uid, submit_data_buffer_limit,
+    submit_message_rate_limit,
     submit_rate_window, submit_metrics_listen, myhostname, myorigin, sender_login_maps,
     sender_trusted_users, sender_mismatch_action, sender_allow_null,
     log_destination.  See docs/configuration.md.
@@ -76,6 +92,9 @@ DIAGNOSTICS
       SID: uid=1000 login=alice: mail system unavailable: connect to ...: No such file or directory
       SID: reject: connect from uid=65534 login=nobody: 554 5.7.1 Error: user nobody is not allowed to submit mail (submit_deny_users)
       SID: reject: MAIL from uid=1000 login=alice: 450 4.7.1 Error: too many messages from uid 1000 in 60 seconds, try again later (submit_message_rate_limit)
+      SID: reject: MAIL from uid=1000 login=alice: 451 4.3.2 Error: too many transactions in progress for uid 1000, try again later (submit_transactions_per_uid)
+      SID: reject: DATA from uid=1000 login=alice: 452 4.3.1 Error: insufficient system storage: too much unfinished message data for uid 1000, try again later (submit_data_buffer_per_uid); size=20512345
+      SID: uid=1000 login=alice: timeout exceeded (submit_idle_timeout)
     Exit status 78 for a configuration error, 71 when the socket cannot be
     made, 77 when privileges cannot be dropped.
 
@@ -115,6 +134,7 @@ def settings_from(cfg) -> SubmitSettings:
         admission=cfg.admission_rules(),
         command_length_limit=cfg.submit_command_length_limit,
         session_timeout=cfg.submit_session_timeout,
+        idle_timeout=cfg.submit_idle_timeout,
         cache=CacheLimits(size=cfg.submit_upstream_cache_size, idle_time=cfg.submit_upstream_cache_time_limit,
                           reuse_count=cfg.submit_upstream_reuse_count_limit,
                           reuse_time=cfg.submit_upstream_reuse_time_limit),

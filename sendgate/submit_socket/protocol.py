@@ -3,12 +3,19 @@ client session each, verbs kept short: check (sendgate.smtpwire for the
 syntax, sendgate.policy for the rest), then proceed (forward.py).
 
 The client's identity comes from the kernel (peer.py) when it connects.
-aiosmtpd supplies command parsing, the DATA reader (which ends data only at
-CRLF.CRLF), size limits and the idle timer.  This subclass replaces MAIL,
-RCPT, EHLO and the commands we do not offer, because stock aiosmtpd
-upper-cases and refuses the parameters a submission client needs, and
-gives every reply it makes itself an enhanced status code
-(sendgate.replies.with_enhanced_code).
+aiosmtpd supplies command parsing and the idle timer.  This subclass
+replaces MAIL, RCPT, EHLO, DATA and the commands we do not offer, because
+stock aiosmtpd upper-cases and refuses the parameters a submission client
+needs, and gives every reply it makes itself an enhanced status code
+(sendgate.replies.with_enhanced_code).  Its DATA reader (which ends data
+only at CRLF.CRLF) keeps the message in one buffer and within the data
+budget of sendgate.policy.admission.
+
+What a client holds (docs/threat-model.md, "Denial of service"): before
+MAIL and between transactions, its socket and the bytes read ahead
+(READ_AHEAD), with submit_idle_timeout; in a transaction, one of its
+uid's submit_transactions_per_uid, an MTA session (forward.py) and its
+message data, with submit_timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from aiosmtpd.smtp import SMTP, Session, login_always_fail
 
 from sendgate import replies
 from sendgate.daemon import quote
-from sendgate.policy.admission import Peer, may_submit, session_refusal
+from sendgate.policy.admission import Peer, data_refusal, may_submit, session_refusal, transaction_refusal
 from sendgate.policy.refusals import outcome
 from sendgate.policy.transaction import RCPTHDR, Refusal, check_mail, check_rcpt
 from sendgate.replies import Reply
@@ -49,6 +56,7 @@ class SubmitSession(Session):
         self.forward: Forwarder | None = None
         self.txn: Transaction | None = None
         self.in_data = False
+        self.slot = False   # one of the uid's transactions in progress is this session's (Registry.begin)
 
     @property
     def uid(self) -> int:
@@ -71,6 +79,16 @@ class _Delegate:
 _DELEGATE = _Delegate()
 
 
+# Bytes read from a client before the daemon asks for them: beyond it the
+# socket is not read until the buffer is below it again (asyncio's own
+# threshold is twice the line limit, 2 MiB).  A line is read whole while
+# it is awaited, up to the reader's limit: submit_command_length_limit (at
+# least READ_AHEAD) for commands, SubmitSMTP.line_length_limit in DATA.
+READ_AHEAD = 1 << 16
+# Unfinished message data is counted in the data budget in steps of this.
+DATA_STEP = 1 << 16
+
+
 class _ClientInput(asyncio.StreamReader):
     """The client's side of a session.  At its end of input (a close or a
     half-close after the last command) the command loop ends only once
@@ -78,7 +96,8 @@ class _ClientInput(asyncio.StreamReader):
     cancels the loop as soon as EOF arrives instead, which drops the
     commands still buffered and, with them, a pipelined message
     (SubmitSMTP.eof_received).  Ending it is a cancel, as aiosmtpd's own
-    end of a session is; an unfinished line or message is discarded."""
+    end of a session is; an unfinished line or message is discarded.
+    Reading ahead stops at READ_AHEAD bytes."""
 
     async def readuntil(self, separator=b"\n"):
         try:
@@ -86,10 +105,25 @@ class _ClientInput(asyncio.StreamReader):
         except asyncio.IncompleteReadError:
             raise asyncio.CancelledError from None
 
+    def feed_data(self, data: bytes) -> None:
+        super().feed_data(data)
+        if self._transport is not None and not self._paused and len(self._buffer) > READ_AHEAD:
+            try:
+                self._transport.pause_reading()
+            except NotImplementedError:
+                self._transport = None
+            else:
+                self._paused = True
+
+    def _maybe_resume_transport(self) -> None:
+        if self._paused and len(self._buffer) <= READ_AHEAD:
+            self._paused = False
+            self._transport.resume_reading()
+
 
 class SubmitSMTP(SMTP):
-    # aiosmtpd sizes its StreamReader from this class attribute: lines longer
-    # than 1 MiB (command or data) are answered "500 5.5.2 line too long".
+    # Message lines longer than 1 MiB are answered "500 5.5.2 line too long"
+    # (command lines beyond the reader's limit too: _command_limit).
     line_length_limit = 1 << 20
 
     def __init__(self, settings: SubmitSettings, timeout: float, registry: Registry | None = None):
@@ -102,6 +136,8 @@ class SubmitSMTP(SMTP):
         self.command_size_limit = limit
         self.command_size_limits = collections.defaultdict(lambda: limit)
         self._session_timer: asyncio.TimerHandle | None = None
+        self._idle_timer = False   # the timer running is submit_idle_timeout's
+        self._lost = False
 
     # Our commands, found once (after the class): aiosmtpd's own __init__
     # finds them (and its AUTH mechanisms and the handler's hooks) with dir()
@@ -117,8 +153,9 @@ class SubmitSMTP(SMTP):
         tests/test_submit_adapter.py holds this to aiosmtpd's own result."""
         self.__ident__ = "ESMTP sendgate"
         self.loop = asyncio.get_running_loop()
+        self._command_limit = max(READ_AHEAD, settings.command_length_limit + 2)
         asyncio.StreamReaderProtocol.__init__(
-            self, _ClientInput(loop=self.loop, limit=self.line_length_limit),
+            self, _ClientInput(loop=self.loop, limit=self._command_limit),
             client_connected_cb=self._cb_client_connected, loop=self.loop)
         self.event_handler = _DELEGATE
         self.data_size_limit = settings.size_limit
@@ -170,10 +207,19 @@ class SubmitSMTP(SMTP):
                  self.s.sid, self.s.uid, self.s.login)
         self._say_and_close(replies.R421_SESSION_TIME.format(host=self.hostname))
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, armed at each command: submit_idle_timeout
+        outside a transaction, submit_timeout in one (or duration)."""
+        if self._lost:
+            return
+        self._idle_timer = duration is None and self.idle and self.settings.idle_timeout < self._timeout_duration
+        super()._reset_timeout(self.settings.idle_timeout if self._idle_timer else duration)
+
     def _timeout_cb(self) -> None:
-        """aiosmtpd's idle timer (submit_timeout) ran out: as Postfix's
-        smtpd does, say so before the close."""
-        log.info("%s: uid=%d login=%s: timeout exceeded (submit_timeout)", self.s.sid, self.s.uid, self.s.login)
+        """aiosmtpd's idle timer ran out: as Postfix's smtpd does, say so
+        before the close."""
+        key = "submit_idle_timeout" if self._idle_timer else "submit_timeout"
+        log.info("%s: uid=%d login=%s: timeout exceeded (%s)", self.s.sid, self.s.uid, self.s.login, key)
         self._say_and_close(replies.R421_TIMEOUT.format(host=self.hostname))
 
     def _say_and_close(self, reply: Reply) -> None:
@@ -205,7 +251,8 @@ class SubmitSMTP(SMTP):
         return peer_credentials(transport)
 
     def connection_lost(self, error) -> None:
-        self.s.forward.release(self.idle)
+        self._lost = True
+        self._end_transaction(self.idle)
         if self._session_timer is not None:
             self._session_timer.cancel()
         self.registry.remove(self)
@@ -222,8 +269,9 @@ class SubmitSMTP(SMTP):
         return refusal
 
     async def _handle_client(self) -> None:
-        # Open the MTA session before greeting, so that a dead MTA is a 421
-        # at once rather than after the client has sent its message.
+        # Know the MTA's capabilities before greeting (a session only when
+        # they are not known: UpstreamPool.ready), so that a dead MTA is a
+        # 421 at once rather than after the client has sent its message.
         s = self.s
         log.info("%s: connect uid=%d pid=%d login=%s", s.sid, s.uid, s.pid, quote(s.login) or "?")
         refusal = self._admission()
@@ -236,7 +284,7 @@ class SubmitSMTP(SMTP):
         self.registry.add(self)
         self._session_timer = self.loop.call_later(self.settings.session_timeout, self._session_expired)
         try:
-            await s.forward.open()
+            await s.forward.ready()
         except UpstreamRefused as err:
             log.warning("%s: uid=%d login=%s: mail system refused the session: %s",
                         s.sid, s.uid, s.login, quote(str(err.reply)))
@@ -271,11 +319,14 @@ class SubmitSMTP(SMTP):
             return None
 
     async def _refuse(self, verb: str, refusal: Refusal) -> None:
+        self._log_refusal(verb, refusal)
+        await self.reply(refusal.reply)
+
+    def _log_refusal(self, verb: str, refusal: Refusal) -> None:
         if refusal.log is not None:
             s = self.s
             log.info("%s: reject: %s from uid=%d login=%s: %s", s.sid, verb, s.uid, s.login, refusal.log)
             self.registry.metrics.message("submit", "local", outcome(refusal.reply))
-        await self.reply(refusal.reply)
 
     # --- session commands ---------------------------------------------------
 
@@ -286,7 +337,7 @@ class SubmitSMTP(SMTP):
         await self._reset_transaction()
         self.s.host_name = hostname
         self.s.extended_smtp = True
-        caps = self.s.forward.upstream.capabilities
+        caps = self.s.forward.capabilities
         size = min(x for x in (self.settings.size_limit, caps.size) if x)
         lines = [self.hostname, "PIPELINING", f"SIZE {size}"]
         lines += ["8BITMIME"] if caps.eightbit else []
@@ -314,7 +365,7 @@ class SubmitSMTP(SMTP):
 
     async def smtp_QUIT(self, arg: str) -> None:
         await self.reply(replies.R221_BYE)
-        self.s.forward.release(self.idle)
+        self._end_transaction(self.idle)
         # As aiosmtpd's own QUIT: end this command loop, then the connection.
         self._handler_coroutine.cancel()
         self.transport.close()
@@ -327,7 +378,21 @@ class SubmitSMTP(SMTP):
     async def _reset_transaction(self) -> None:
         txn, self.s.txn = self.s.txn, None
         if txn is not None and not txn.rcpthdr:
-            await self._from_upstream(self.s.forward.reset())
+            if await self._from_upstream(self.s.forward.reset()) is None:
+                self.s.forward.close()
+        self._end_transaction()
+
+    def _end_transaction(self, clean: bool = True) -> None:
+        """No transaction in progress (any more): its MTA session back to
+        the pool (clean: no MTA transaction open) or ended, its slot
+        free, the idle timer for the next command."""
+        s = self.s
+        s.txn = None
+        s.forward.release(clean)
+        if s.slot:
+            s.slot = False
+            self.registry.end(s.uid)
+        self._reset_timeout()
 
     # --- the transaction ----------------------------------------------------
 
@@ -348,13 +413,26 @@ class SubmitSMTP(SMTP):
                              self._recent(), self.loop.time())
         if isinstance(verdict, Refusal):
             return await self._refuse("MAIL", verdict)
+        registry = self.registry
+        refusal = transaction_refusal(s.who, settings.admission, registry.transactions[s.uid],
+                                      sum(registry.transactions.values()))
+        if refusal is not None:
+            reply, rule = refusal
+            return await self._refuse("MAIL", Refusal(reply, f"{reply} ({rule})"))
+        registry.begin(s.uid)
+        s.slot = True
+        self._reset_timeout(self._timeout_duration)  # the MTA may be slow to give a session
         # RCPTHDR: the MTA hears of the transaction at the end of data.
         reply = replies.R250_RCPTHDR if verdict.rcpthdr else await self._from_upstream(s.forward.mail(verdict))
         if reply is None:
-            return
+            s.forward.close()
+            return self._end_transaction(clean=False)
         if reply.positive:
             s.txn = Transaction(verdict)
             self.envelope.mail_from = verdict.sender
+            self._reset_timeout()
+        else:
+            self._end_transaction()
         await self.reply(reply)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -382,33 +460,97 @@ class SubmitSMTP(SMTP):
         await self.reply(reply)
 
     async def smtp_DATA(self, arg: str) -> None:
-        txn = self.s.txn
+        s = self.s
+        txn = s.txn
         if txn is None:
             return await self.reply(replies.R503_NEED_MAIL)
         if not txn.recipients and not txn.rcpthdr:
             return await self.reply(replies.R503_NEED_RCPT)
-        if txn.rcpthdr and not self.envelope.rcpt_tos:
-            # aiosmtpd's DATA insists on a recipient; an RCPTHDR transaction
-            # has none yet.  A placeholder lets its reader run; the recipients
-            # used are txn.recipients plus the header's.
-            self.envelope.rcpt_tos.append(RCPTHDR)
-        self.s.in_data = True
+        if arg:
+            return await self.push("501 Syntax: DATA")
+        s.in_data = True
+        held = 0
         try:
-            await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            self.envelope.original_content, problem, held = await self._read_data()
+            if problem is None:
+                status = await self.message_received()
+                self._set_post_data_state()
+                self._end_transaction()
+                await self.push(status)
+                return
+            self._set_post_data_state()
+            # Too big, a line too long, or over the data budget: refused.
+            await self.reply(problem)
+            s.txn = None
+            if not txn.rcpthdr:
+                try:
+                    await s.forward.reset()
+                except UpstreamError as err:
+                    log.warning("%s: RSET after a refused message: %s", s.sid, err)
+            self._end_transaction()
         finally:
-            self.s.in_data = False
+            s.in_data = False
+            self._free(held)
             if self.registry.closing:
                 # Shutting down: this message was the last; the reply to it
                 # is already written, the 421 follows it.
                 self.loop.call_soon(self.close_for_shutdown)
-        if self.s.txn is txn:
-            # aiosmtpd answered without calling us (line or size overflow).
-            self.s.txn = None
-            if not txn.rcpthdr:
+
+    async def _read_data(self) -> tuple[bytes, Reply | None, int]:
+        """The message after 354, to CRLF.CRLF, without the transparency
+        dots, in one buffer counted in the data budget (DATA_STEP at a
+        time): (the message, None, bytes counted) or, when it is too big,
+        has a line too long or goes beyond the budget, (b"", the reply,
+        0): the rest is read and dropped, as aiosmtpd's reader does."""
+        s, reader, registry = self.s, self._reader, self.registry
+        reader._limit = self.line_length_limit
+        data = bytearray()
+        size = held = 0
+        problem: Reply | None = None
+        fragment = False   # the line read is the tail of one too long
+        try:
+            while True:
                 try:
-                    await self.s.forward.reset()
-                except UpstreamError as err:
-                    log.warning("%s: RSET after a refused message: %s", self.s.sid, err)
+                    line = await reader.readuntil(b"\r\n")
+                    tail, fragment = fragment, False
+                except asyncio.LimitOverrunError as err:
+                    line, tail, fragment = await reader.read(err.consumed), True, True
+                    problem = problem or replies.R500_LINE_TOO_LONG
+                if not tail and line == b".\r\n":
+                    break
+                size += len(line)
+                if problem is None and size > self.data_size_limit:
+                    problem = replies.R552_TOO_BIG
+                elif problem is None and len(line) > self.line_length_limit:  # its CRLF beyond the limit
+                    problem = replies.R500_LINE_TOO_LONG
+                if problem is not None:
+                    data, held = bytearray(), self._free(held)
+                    continue
+                data += line[1:] if line[:1] == b"." else line
+                if len(data) > held:
+                    step = max(DATA_STEP, len(data) - held)
+                    refusal = data_refusal(s.who, self.settings.admission, registry.data_held[s.uid] + step,
+                                           sum(registry.data_held.values()) + step)
+                    if refusal is None:
+                        registry.hold(s.uid, step)
+                        held += step
+                    else:
+                        reply, rule = refusal
+                        self._log_refusal("DATA", Refusal(reply, f"{reply} ({rule}); size={size}"))
+                        problem = reply
+                        data, held = bytearray(), self._free(held)
+        except BaseException:
+            self._free(held)
+            raise
+        finally:
+            reader._limit = self._command_limit
+        return (bytes(data), None, held) if problem is None else (b"", problem, 0)
+
+    def _free(self, held: int) -> int:
+        """Give back held bytes of the data budget; what is held now (0)."""
+        self.registry.free(self.s.uid, held)
+        return 0
 
     async def message_received(self) -> str:
         s = self.s
@@ -422,6 +564,8 @@ class SubmitSMTP(SMTP):
             self.loop.call_soon(self.transport.close)
             self.registry.metrics.message("submit", "local", "tempfail")
             return str(replies.R451_UPSTREAM_LOST)
+        finally:
+            self.envelope.original_content = self.envelope.content = None
         said = outcome(done.reply)
         log.info("%s: uid=%d login=%s from=<%s> nrcpt=%d size=%d%s: %s: %s",
                  s.sid, s.uid, s.login, quote(txn.mail.sender), done.nrcpt, done.size,

@@ -1,6 +1,8 @@
 """The daemon-wide state every client session shares (Registry): the
-sessions open, per uid for the session limits, the times of each uid's
-recent messages for the rate limit, the kept MTA sessions, the metrics, and
+sessions open, per uid for the session limits, the transactions in progress
+and the bytes of unfinished message data, per uid and in all (the limits of
+docs/threat-model.md, "Denial of service"), the times of each uid's recent
+messages for the rate limit, the kept MTA sessions, the metrics, and
 whether the daemon is shutting down.
 """
 
@@ -35,6 +37,10 @@ class Registry:
         self.sessions: set[Member] = set()
         self.per_uid: collections.Counter[int] = collections.Counter()
         self.recent: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
+        # Transactions in progress (each holds an MTA session or will at its
+        # end of data) and bytes of unfinished DATA held, per uid.
+        self.transactions: collections.Counter[int] = collections.Counter()
+        self.data_held: collections.Counter[int] = collections.Counter()
         self.closing = False
         self.empty = asyncio.Event()
         self.empty.set()
@@ -56,6 +62,18 @@ class Registry:
         if not self.sessions:
             self.empty.set()
 
+    def begin(self, uid: int) -> None:
+        self.transactions[uid] += 1
+
+    def end(self, uid: int) -> None:
+        _decrease(self.transactions, uid, 1)
+
+    def hold(self, uid: int, size: int) -> None:
+        self.data_held[uid] += size
+
+    def free(self, uid: int, size: int) -> None:
+        _decrease(self.data_held, uid, size)
+
     def message_times(self, uid: int, window: float, now: float) -> collections.deque[float]:
         times = self.recent[uid]
         while times and now - times[0] >= window:
@@ -69,3 +87,9 @@ class Registry:
         for member in list(self.sessions):
             if member.idle:
                 member.close_for_shutdown()
+
+
+def _decrease(counter: collections.Counter[int], uid: int, by: int) -> None:
+    counter[uid] -= by
+    if counter[uid] <= 0:
+        del counter[uid]

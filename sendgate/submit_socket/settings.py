@@ -23,6 +23,7 @@ class SubmitSettings:
     admission: AdmissionRules = AdmissionRules()
     command_length_limit: int = 2048
     session_timeout: float = 3600
+    idle_timeout: float = 20      # submit_idle_timeout: before MAIL and between transactions
     protocol: str = "xclient"   # submit_upstream_protocol: xclient | header
     cache: CacheLimits = CacheLimits()
 

@@ -88,11 +88,11 @@ class Upstream:
         self.capabilities = Capabilities()
         # For the pool (pool.py): the login the MTA session was given
         # (XCLIENT), the pool.Route it was opened on, messages it has
-        # carried, when it was opened and until when it may wait unused.
+        # carried, when it was opened, last kept and until when it may wait unused.
         self.login: str | None = None
         self.route: object = None
         self.messages = self.generation = 0
-        self.opened = self.expires = 0.0
+        self.opened = self.expires = self.released = 0.0
         # Reusable only while every exchange has finished with a reply below
         # 400: an unread reply, an error or a refusal ends it with its client
         # (Postfix counts errors per session and slows down after ten).
