@@ -217,7 +217,9 @@ def _start_daemons(stack: BenchStack) -> None:
     for name in SERVICES:
         values = dict(base, submit_socket=stack.submit(name), submit_upstream=f"unix:{stack.direct(name)}",
                       submit_message_size_limit=SIZE_LIMIT, submit_sessions_per_uid=SESSION_LIMIT,
-                      submit_session_limit=SESSION_LIMIT)
+                      submit_session_limit=SESSION_LIMIT,
+                      # One uid (root) is every bench client: its share is all.
+                      submit_transactions_per_uid=SESSION_LIMIT, submit_upstream_session_limit=SESSION_LIMIT)
         with open(stack.submit_config(name), "w", encoding="utf-8") as fp:
             fp.write(config.render(values))
         config.load(stack.submit_config(name))

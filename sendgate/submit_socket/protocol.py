@@ -525,7 +525,8 @@ class SubmitSMTP(SMTP):
                 elif problem is None and len(line) > self.line_length_limit:  # its CRLF beyond the limit
                     problem = replies.R500_LINE_TOO_LONG
                 if problem is not None:
-                    data, held = bytearray(), self._free(held)
+                    if data:
+                        data, held = bytearray(), self._free(held)
                     continue
                 data += line[1:] if line[:1] == b"." else line
                 if len(data) > held:
