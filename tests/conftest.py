@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import types
 from dataclasses import dataclass
 
@@ -295,13 +296,14 @@ def submit_smtp(stack: Stack, user: str | None, sender: str, recipients: list[st
 
 
 def run_as(user: str, argv: list[str], stdin: bytes = b"", env: dict | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run argv as user, with a clean environment plus env."""
+           timeout: float = 60, groups: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run argv as user, with a clean environment plus env (and the
+    supplementary groups groups besides the user's own)."""
     need(os.geteuid() == 0, f"runs programs as the test user {user}")
     entry = pwd.getpwnam(user)
     environment = {"HOME": entry.pw_dir, "USER": user, "LOGNAME": user, "PATH": "/usr/bin:/bin"}
     environment.update(env or {})
-    return subprocess.run(["runuser", "-u", user, "--", "env", "-i",
+    return subprocess.run(["runuser", *(f"--supp-group={g}" for g in groups), "-u", user, "--", "env", "-i",
                            *(f"{k}={v}" for k, v in environment.items()), *argv],
                           input=stdin, capture_output=True, timeout=timeout, cwd="/")
 
@@ -428,3 +430,21 @@ def hup_submitd(stack) -> None:
     os.kill(int((stack.dir / "run/submitd.pid").read_text()), signal.SIGHUP)
     text = log_text(log, RELOADED, offset, timeout=10)
     assert RELOADED.search(text), f"no reload logged in {log} after SIGHUP:\n{text}"
+
+
+@pytest.fixture(scope="session")
+def deb() -> pathlib.Path:
+    """The Debian package, built once per session by scripts/build-deb
+    (tests/test_deb.py, and the host suite's package install)."""
+    need(os.geteuid() == 0, "building the package needs root (scripts/build-deb installs its build dependencies)")
+    need(shutil.which("dpkg-buildpackage") is not None, "dpkg-buildpackage (dpkg-dev) is not installed")
+    result = subprocess.run([str(CHECKOUT / "scripts/build-deb")], cwd=CHECKOUT, capture_output=True, text=True,
+                            timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # Issue 17: the build runs without deprecation warnings (setuptools', pip's).
+    assert [line for line in (result.stdout + result.stderr).splitlines() if "deprecat" in line.lower()] == []
+    version = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
+    path = CHECKOUT / result.stdout.strip().splitlines()[-1]
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    assert path == CHECKOUT / f"dist/sendgate_{version}_{arch}.deb"
+    return path

@@ -42,20 +42,6 @@ def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def deb() -> pathlib.Path:
-    need(os.geteuid() == 0, "building the package needs root (scripts/build-deb installs its build dependencies)")
-    need(shutil.which("dpkg-buildpackage") is not None, "dpkg-buildpackage (dpkg-dev) is not installed")
-    result = run(str(CHECKOUT / "scripts/build-deb"), cwd=CHECKOUT, timeout=1200)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    # Issue 17: the build runs without deprecation warnings (setuptools', pip's).
-    assert [line for line in (result.stdout + result.stderr).splitlines() if "deprecat" in line.lower()] == []
-    path = CHECKOUT / result.stdout.strip().splitlines()[-1]
-    arch = run("dpkg", "--print-architecture").stdout.strip()
-    assert path == CHECKOUT / f"dist/sendgate_{VERSION}_{arch}.deb"
-    return path
-
-
-@pytest.fixture(scope="session")
 def members(deb) -> dict[str, tarfile.TarInfo]:
     """The package's files by path (without the leading ./)."""
     with tempfile.TemporaryFile() as fp:

@@ -58,6 +58,9 @@ class Guided(hostroot.Host):
         super().__init__()
         self.ran: list[tuple[str, object]] = []
         self.before = ""
+        self.install = ""
+        self.steps: list[list[str]] = []
+        self.rollback: list[str] = []
 
     def follow(self, commands: list[str]) -> bool:
         for command in commands:
@@ -68,19 +71,36 @@ class Guided(hostroot.Host):
         return True
 
 
-@pytest.fixture(scope="module")
-def host():
+def install_guide(install: str, deb: str = "") -> tuple[list[list[str]], list[str]]:
+    """The guide for the checkout, or for the package: the README's "the
+    steps below are then the same, with sendgate in /usr/bin", the package
+    installed instead of step 1 and purged after the rollback."""
+    steps, rollback = guide()
+    if install == "checkout":
+        return steps, rollback
+    def packaged(commands: list[str]) -> list[str]:
+        return [c.replace("/opt/sendgate/venv/bin/sendgate", "sendgate") for c in commands]
+    return [[f"dpkg -i /root/{deb}"], *map(packaged, steps[1:])], [*packaged(rollback), "dpkg --purge sendgate"]
+
+
+@pytest.fixture(scope="module", params=["checkout", "package"])
+def host(request):
     need(os.geteuid() == 0, "the host suite runs as root")
     for tool in ("debootstrap", "systemd-nspawn", "nsenter"):
         need(shutil.which(tool) is not None, f"the host suite needs {tool}")
+    deb = request.getfixturevalue("deb") if request.param == "package" else None
     source = hostroot.cached_root()
     machine = Guided()
+    machine.install = request.param
     try:
         machine.boot(source)
-        steps, _ = guide()
-        if machine.follow(steps[0]):
-            machine.before = machine.sh(SNAPSHOT).stdout
-            for step in steps[1:]:
+        if deb is not None:
+            shutil.copy(deb, machine.path("/root"))
+        machine.steps, machine.rollback = install_guide(request.param, deb.name if deb else "")
+        machine.before = machine.sh(SNAPSHOT).stdout if deb else ""
+        if machine.follow(machine.steps[0]):
+            machine.before = machine.before or machine.sh(SNAPSHOT).stdout
+            for step in machine.steps[1:]:
                 if not machine.follow(step):
                     break
         yield machine
@@ -123,10 +143,8 @@ def test_the_guide_runs_as_written(host):
     failed = [(command, done.returncode, done.stdout + done.stderr) for command, done in host.ran
               if done.returncode != 0]
     assert failed == []
-    steps, _ = guide()
-    assert [command for command, _ in host.ran] == [c for step in steps for c in step]
-    outputs = {command: done for command, done in host.ran}
-    status = outputs["/opt/sendgate/venv/bin/sendgate status"].stdout
+    assert [command for command, _ in host.ran] == [c for step in host.steps for c in step]
+    (status,) = [done.stdout for command, done in host.ran if command.endswith("sendgate status")]
     assert "problem:" not in status, status
     assert host.sh("systemctl is-active sendgate-milter.service sendgate-submitd.socket "
                    "sendgate-submitd.service postfix.service").stdout.split() == ["active"] * 4
@@ -251,6 +269,8 @@ def test_postfix_s_debconf_answers_are_untouched(host):
 
 
 def test_bootstrap_again_changes_nothing(host):
+    if host.install == "package":
+        pytest.skip("the package install has no bootstrap")
     before = host.sh(SNAPSHOT).stdout
     host.sh("cd /root/sendgate && scripts/bootstrap")
     assert host.sh(SNAPSHOT).stdout == before
@@ -275,8 +295,7 @@ def test_systemd_analyze_security(host, unit, record_property):
 
 def test_the_rollback_restores_the_host(host):
     assert host.before, "the guide did not get past step 1"
-    _, rollback = guide()
-    for command in rollback:
+    for command in host.rollback:
         done = host.sh(f"cd /root/sendgate && {command}", check=False)
         assert done.returncode == 0, (command, done.stdout + done.stderr)
     after = host.sh(SNAPSHOT).stdout

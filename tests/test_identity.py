@@ -41,8 +41,8 @@ for command in sys.argv[2:]:
 """
 
 
-def dialogue(stack, user, *commands, socket=None):
-    result = run_as(user, [program("python"), "-c", DIALOGUE, socket or stack.socket, *commands])
+def dialogue(stack, user, *commands, socket=None, groups=()):
+    result = run_as(user, [program("python"), "-c", DIALOGUE, socket or stack.socket, *commands], groups=groups)
     assert result.returncode == 0, result.stderr.decode()
     return result.stdout.decode().splitlines()
 
@@ -105,10 +105,12 @@ def test_users_cannot_reach_the_trusted_sockets(stack, where):
 
 
 def test_mta_service_refuses_mail_without_a_login(stack):
-    """Even the sendgate user gets no submission there without the hand-off."""
+    """Even the sendgate user, with the group the submit daemon takes to
+    reach the service (submit_groups), gets no submission there without the
+    hand-off."""
     replies = dialogue(stack, "sendgate", "EHLO mail.example.org", "MAIL FROM:<sgtest1@example.org>",
                        "RCPT TO:<bob@example.net>", "DATA", "Subject: no login\r\n\r\nhi\r\n.", "QUIT",
-                       socket=stack.facts["upstream"])
+                       socket=stack.facts["upstream"], groups=("postdrop",) if stack.mta == "postfix" else ())
     assert replies[-2] == ("451 4.3.5 Error: no sendgate login on the local submission service; "
                            "check submit_upstream_protocol")
 

@@ -96,6 +96,11 @@ def _example(name: str) -> str:
         return fp.read().replace("/opt/sendgate/venv", sys.prefix)
 
 
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as fp:
+        return fp.read()
+
+
 def host_names(root: str) -> tuple[str, str]:
     """myhostname and myorigin as the Postfix under root uses them."""
     myhostname, myorigin = _postconf(root, "-xh", "myhostname", "myorigin").splitlines()
@@ -192,13 +197,18 @@ def setup(root: str, domain: str | None = None, submission: bool = False) -> lis
     etc = _at(root, "/etc/sendgate")
     os.makedirs(etc, exist_ok=True)
     config_path = _at(root, CONFIG)
-    if not os.path.exists(config_path):
+    example = _example("sendgate.yaml")
+    # The Debian package ships the example as its conffile: a copy nobody
+    # has changed is not an administrator's configuration, and gets the
+    # host's names like a missing one.
+    pristine = os.path.exists(config_path) and _read(config_path) == example
+    if not os.path.exists(config_path) or pristine:
         myhostname, myorigin = host_names(root)
-        text = host_config(_example("sendgate.yaml"), myhostname, domain or myorigin)
+        text = host_config(example, myhostname, domain or myorigin)
         with open(config_path, "w", encoding="utf-8") as fp:
             fp.write(text)
         os.chmod(config_path, 0o644)
-        done.append(f"wrote {config_path}")
+        done.append(f"wrote {config_path}" + (" (the packaged example, with this host's names)" if pristine else ""))
     cfg = config.load(config_path)
     units = _at(root, "/etc/systemd/system")
     os.makedirs(units, exist_ok=True)
