@@ -17,7 +17,7 @@ TEST = (CHECKOUT / "scripts/debian-packages-test").read_text().split()
 # What the tests, the benchmarks and the private stacks drive; none of it runs sendgate.
 TEST_TOOLS = {"postfix", "sasl2-bin", "libsasl2-modules", "openssl", "redis-server", "m4", "libwrap0", "mutt",
               "bsd-mailx", "git-email", "php-cli", "libmailtools-perl", "php-symfony-mailer", "hyperfine", "msmtp",
-              "time", "debootstrap", "opendkim", "opendkim-tools"}
+              "time", "debootstrap", "opendkim", "opendkim-tools", "systemd-container"}
 PRESEED = "debconf: postfix postfix/main_mailer_type select No configuration"
 
 FAKES = {
